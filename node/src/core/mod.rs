@@ -1,0 +1,9 @@
+//! The sans-IO partition core: pure state machines driven by the actix shell and by sims/.
+//! Nothing here reads a clock, touches a socket, spawns a thread or draws global randomness.
+pub mod command;
+pub mod keyspace;
+pub mod partition;
+
+pub use command::{Command, CommandError, CommandResult, Expiry, Response, SetCondition, TtlUnit};
+pub use keyspace::{Keyspace, KeyspaceError, PartitionId, SLOT_COUNT, slot_of};
+pub use partition::{ChangeRecord, LogTruncated, PartitionConfig, PartitionCore};
