@@ -35,23 +35,48 @@ pub enum TtlUnit {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Get { key: Bytes },
+    Get {
+        key: Bytes,
+    },
     /// SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT|KEEPTTL]. `expiry: None` clears any TTL.
-    Set { key: Bytes, value: Bytes, condition: SetCondition, expiry: Option<Expiry>, get: bool },
+    Set {
+        key: Bytes,
+        value: Bytes,
+        condition: SetCondition,
+        expiry: Option<Expiry>,
+        get: bool,
+    },
     /// DEL for one key; answers `Int(1)` if a live key was removed, else `Int(0)`.
-    Del { key: Bytes },
+    Del {
+        key: Bytes,
+    },
     /// EXISTS for one key; `Int(1)` or `Int(0)`.
-    Exists { key: Bytes },
+    Exists {
+        key: Bytes,
+    },
     /// INCR/INCRBY/DECR/DECRBY (DECR passes a negative delta).
-    IncrBy { key: Bytes, delta: i64 },
+    IncrBy {
+        key: Bytes,
+        delta: i64,
+    },
     /// EXPIRE/PEXPIRE; `Int(1)` if the timeout was set, `Int(0)` if the key does not exist.
-    Expire { key: Bytes, expiry: Expiry },
+    Expire {
+        key: Bytes,
+        expiry: Expiry,
+    },
     /// TTL/PTTL: -2 if no key, -1 if no expiry, else remaining time rounded like Redis.
-    Ttl { key: Bytes, unit: TtlUnit },
+    Ttl {
+        key: Bytes,
+        unit: TtlUnit,
+    },
     /// One SCAN step within this partition: live keys whose scan position is `>= from`, at
     /// least `count` of them unless the partition ends first (keys sharing a position are never
     /// split across steps). `pattern` is a Redis glob.
-    Scan { from: u64, count: usize, pattern: Option<Bytes> },
+    Scan {
+        from: u64,
+        count: usize,
+        pattern: Option<Bytes>,
+    },
     /// Number of live keys.
     DbSize,
     /// Remove every key (writes tombstones so the deletes replicate).
@@ -81,7 +106,10 @@ pub enum Response {
     Value(Option<Bytes>),
     Int(i64),
     /// One SCAN step: the keys found and where the next step starts (`None`: partition done).
-    ScanPage { keys: Vec<Bytes>, next: Option<u64> },
+    ScanPage {
+        keys: Vec<Bytes>,
+        next: Option<u64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -73,7 +73,11 @@ fn crc16_xmodem(data: &[u8]) -> u16 {
     for &byte in data {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -91,17 +95,31 @@ mod tests {
     #[test]
     fn slots_match_redis_cluster() {
         // Values documented for Redis Cluster's CLUSTER KEYSLOT.
-        for (key, slot) in [("foo", 12182), ("bar", 5061), ("somekey", 11058), ("foo{hash_tag}", 2515)] {
+        for (key, slot) in [
+            ("foo", 12182),
+            ("bar", 5061),
+            ("somekey", 11058),
+            ("foo{hash_tag}", 2515),
+        ] {
             assert_eq!(slot_of(key.as_bytes()), slot, "slot of {key}");
         }
     }
 
     #[test]
     fn hash_tags_pick_the_first_non_empty_braced_section() {
-        for (key, tag) in [("{user1000}.following", "user1000"), ("foo{bar}{zap}", "bar"),
-            ("foo{}{bar}", "foo{}{bar}"), ("foo{{bar}}zap", "{bar"), ("no-tag", "no-tag"), ("{", "{")]
-        {
-            assert_eq!(slot_of(key.as_bytes()), slot_of(tag.as_bytes()), "tag of {key}");
+        for (key, tag) in [
+            ("{user1000}.following", "user1000"),
+            ("foo{bar}{zap}", "bar"),
+            ("foo{}{bar}", "foo{}{bar}"),
+            ("foo{{bar}}zap", "{bar"),
+            ("no-tag", "no-tag"),
+            ("{", "{"),
+        ] {
+            assert_eq!(
+                slot_of(key.as_bytes()),
+                slot_of(tag.as_bytes()),
+                "tag of {key}"
+            );
         }
     }
 

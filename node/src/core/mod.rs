@@ -1,9 +1,15 @@
 //! The sans-IO partition core: pure state machines driven by the actix shell and by sims/.
 //! Nothing here reads a clock, touches a socket, spawns a thread or draws global randomness.
+mod change_log;
 pub mod command;
+pub mod glob;
+mod integer;
 pub mod keyspace;
 pub mod partition;
 
 pub use command::{Command, CommandError, CommandResult, Expiry, Response, SetCondition, TtlUnit};
+pub use integer::parse_strict_i64;
 pub use keyspace::{Keyspace, KeyspaceError, PartitionId, SLOT_COUNT, slot_of};
-pub use partition::{ChangeRecord, LogTruncated, PartitionConfig, PartitionCore};
+pub use partition::{
+    ChangeRecord, LogTruncated, PartitionConfig, PartitionCore, SCAN_POSITION_END, scan_position,
+};

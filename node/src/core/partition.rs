@@ -1,9 +1,23 @@
-//! One partition replica's state machine.
-use super::command::{Command, CommandResult};
+//! One partition replica's state machine: applies client commands at a given `now_ms`, assigns
+//! versions, keeps TTLs, and appends every committed change to the partition's change log.
+//!
+//! Expiry is evaluated by each replica against the time it is handed; it never creates a change
+//! record (the deadline itself was replicated with the write). An expired value turns into a
+//! tombstone that keeps its version, so a late concurrent write is resolved against it the same
+//! way everywhere, and the tombstone is purged after `tombstone_retention_ms`.
+use super::change_log::ChangeLog;
+pub use super::change_log::{ChangeRecord, LogTruncated};
+use super::command::{
+    Command, CommandError, CommandResult, Expiry, Response, SetCondition, TtlUnit,
+};
+use super::glob::glob_match;
+use super::integer::parse_strict_i64;
 use super::keyspace::PartitionId;
 use crate::limits::Limits;
 use bytes::Bytes;
-use tern_conflict::{SiteId, Versioned};
+use foldhash::fast::FixedState;
+use std::collections::{BTreeSet, HashMap};
+use tern_conflict::{Hlc, PnCounter, SiteId, Value, Version, Versioned};
 
 #[derive(Clone, Debug)]
 pub struct PartitionConfig {
@@ -15,32 +29,53 @@ pub struct PartitionConfig {
     pub hash_seed: u64,
 }
 
-/// One committed change, in partition order. Carries the entry's full new state (not the
-/// operation), so applying it twice or after a newer one is harmless.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChangeRecord {
-    pub partition: PartitionId,
-    /// 1, 2, 3, ... with no gaps within a partition.
-    pub seq: u64,
-    pub key: Bytes,
-    pub entry: Versioned,
+/// A key's place in SCAN order: the top 48 bits of its FNV-1a hash. Stable across processes and
+/// nodes (unlike the table's seeded hasher), so a cursor stays meaningful after a failover.
+pub fn scan_position(key: &[u8]) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = key.iter().fold(FNV_OFFSET, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+    });
+    hash >> 16
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("change log no longer holds records after seq {requested_after}; oldest retained is {oldest_retained}")]
-pub struct LogTruncated {
-    pub requested_after: u64,
-    pub oldest_retained: u64,
-}
+/// The largest scan position plus one; cursors encode positions below it.
+pub const SCAN_POSITION_END: u64 = 1 << 48;
 
 #[derive(Debug)]
 pub struct PartitionCore {
     config: PartitionConfig,
+    hlc: Hlc,
+    /// Every stored entry: live values, values whose TTL passed but are not swept yet, and
+    /// tombstones.
+    entries: HashMap<Bytes, Versioned, FixedState>,
+    /// All stored keys in SCAN order.
+    scan_index: BTreeSet<(u64, Bytes)>,
+    /// Live values with a TTL, by deadline: when due they turn into tombstones.
+    value_deadlines: BTreeSet<(u64, Bytes)>,
+    /// Tombstones by purge time: when due they are removed for good.
+    purge_deadlines: BTreeSet<(u64, Bytes)>,
+    /// Entries holding a value (not a tombstone), including not-yet-swept expired ones.
+    value_entries: usize,
+    log: ChangeLog,
 }
 
 impl PartitionCore {
     pub fn new(config: PartitionConfig) -> Self {
-        Self { config }
+        let hlc = Hlc::new(config.limits.hlc_offset_ms_max);
+        let log = ChangeLog::new(config.partition, config.limits.change_log_bytes_max);
+        let entries = HashMap::with_hasher(FixedState::with_seed(config.hash_seed));
+        Self {
+            config,
+            hlc,
+            entries,
+            scan_index: BTreeSet::new(),
+            value_deadlines: BTreeSet::new(),
+            purge_deadlines: BTreeSet::new(),
+            value_entries: 0,
+            log,
+        }
     }
 
     pub fn partition(&self) -> PartitionId {
@@ -49,19 +84,60 @@ impl PartitionCore {
 
     /// Execute one client command at physical time `now_ms` (unix milliseconds).
     pub fn handle_command(&mut self, command: Command, now_ms: u64) -> CommandResult {
-        let _ = (command, now_ms);
-        unimplemented!("partition core lands next")
+        match command {
+            Command::Get { key } => Ok(Response::Value(self.live(&key, now_ms).map(render))),
+            Command::Set {
+                key,
+                value,
+                condition,
+                expiry,
+                get,
+            } => self.set(key, value, condition, expiry, get, now_ms),
+            Command::Del { key } => self.del(key, now_ms),
+            Command::Exists { key } => {
+                Ok(Response::Int(i64::from(self.live(&key, now_ms).is_some())))
+            }
+            Command::IncrBy { key, delta } => self.incr_by(key, delta, now_ms),
+            Command::Expire { key, expiry } => self.expire(key, expiry, now_ms),
+            Command::Ttl { key, unit } => Ok(Response::Int(self.ttl(&key, unit, now_ms))),
+            Command::Scan {
+                from,
+                count,
+                pattern,
+            } => Ok(self.scan(from, count, pattern.as_deref(), now_ms)),
+            Command::DbSize => Ok(Response::Int(
+                i64::try_from(self.live_keys_at(now_ms)).unwrap_or(i64::MAX),
+            )),
+            Command::FlushAll => {
+                self.flush_all(now_ms);
+                Ok(Response::Ok)
+            }
+        }
     }
 
-    /// Periodic housekeeping at `now_ms`: remove expired keys and tombstones past retention,
-    /// at most `expiry_sweep_keys_max` per call.
+    /// Periodic housekeeping at `now_ms`: turn due values into tombstones, then purge tombstones
+    /// past retention; at most `expiry_sweep_keys_max` keys per call so a tick stays short.
     pub fn handle_tick(&mut self, now_ms: u64) {
-        let _ = now_ms;
+        let mut budget = self.config.limits.expiry_sweep_keys_max;
+        while budget > 0 {
+            let Some((deadline, key)) = first_due(&self.value_deadlines, now_ms) else {
+                break;
+            };
+            self.expire_value(&key, deadline);
+            budget -= 1;
+        }
+        while budget > 0 {
+            let Some((_, key)) = first_due(&self.purge_deadlines, now_ms) else {
+                break;
+            };
+            self.purge(&key);
+            budget -= 1;
+        }
     }
 
     /// Sequence number of the latest committed change (0 before the first).
     pub fn last_seq(&self) -> u64 {
-        0
+        self.log.last_seq()
     }
 
     /// Retained change records with `seq > after_seq`, oldest first.
@@ -69,19 +145,374 @@ impl PartitionCore {
         &self,
         after_seq: u64,
     ) -> Result<impl Iterator<Item = &ChangeRecord>, LogTruncated> {
-        let _ = after_seq;
-        Ok(std::iter::empty())
+        self.log.since(after_seq)
     }
 
     /// The stored entry for `key`, tombstones and expired entries included (for replication,
     /// checkers and tests; clients go through `handle_command`).
     pub fn entry(&self, key: &[u8]) -> Option<&Versioned> {
-        let _ = key;
-        None
+        self.entries.get(key)
     }
 
-    /// Number of live (not deleted, not expired at the last command/tick) keys.
+    /// Entries holding a value, including ones whose TTL has passed but that no command or tick
+    /// has swept yet (DBSIZE is exact: it uses [`Self::live_keys_at`]).
     pub fn live_keys(&self) -> usize {
-        0
+        self.value_entries
+    }
+
+    /// Keys that are live at `now_ms`.
+    pub fn live_keys_at(&self, now_ms: u64) -> usize {
+        let due = self
+            .value_deadlines
+            .range(..(now_ms.saturating_add(1), Bytes::new()))
+            .count();
+        self.value_entries - due
+    }
+
+    // --- commands ---
+
+    fn set(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        condition: SetCondition,
+        expiry: Option<Expiry>,
+        get: bool,
+        now_ms: u64,
+    ) -> CommandResult {
+        self.check_key(&key)?;
+        let limit = self.config.limits.value_bytes_max;
+        if value.len() > limit {
+            return Err(CommandError::ValueTooLarge {
+                len: value.len(),
+                max: limit,
+            });
+        }
+        // Redis validates the expiry before looking at the key.
+        let deadline = match expiry {
+            None => Deadline::None,
+            Some(Expiry::Keep) => Deadline::Keep,
+            Some(Expiry::InMs(ms)) => Deadline::At(
+                self.deadline_after(ms, now_ms)
+                    .ok_or(CommandError::InvalidExpire { command: "set" })?,
+            ),
+            Some(Expiry::AtMs(at)) => match u64::try_from(at) {
+                Ok(at) if at > 0 && at <= now_ms.saturating_add(self.config.limits.ttl_ms_max) => {
+                    Deadline::At(at)
+                }
+                _ => return Err(CommandError::InvalidExpire { command: "set" }),
+            },
+        };
+        let current = self.live(&key, now_ms);
+        let old = if get { current.map(render) } else { None };
+        let exists = current.is_some();
+        let kept_deadline = current.and_then(|e| e.expires_at_ms);
+        let applies = match condition {
+            SetCondition::Always => true,
+            SetCondition::IfAbsent => !exists,
+            SetCondition::IfPresent => exists,
+        };
+        let reply = if get {
+            Response::Value(old)
+        } else if applies {
+            Response::Ok
+        } else {
+            Response::Value(None)
+        };
+        if !applies {
+            return Ok(reply);
+        }
+        let expires_at_ms = match deadline {
+            Deadline::None => None,
+            Deadline::Keep => kept_deadline,
+            Deadline::At(at) if at <= now_ms => {
+                // Already expired (EXAT/PXAT in the past): Redis deletes the key.
+                if exists {
+                    self.write_tombstone(key, now_ms);
+                }
+                return Ok(reply);
+            }
+            Deadline::At(at) => Some(at),
+        };
+        self.write(key, Value::Bytes(value), expires_at_ms, now_ms);
+        Ok(reply)
+    }
+
+    fn del(&mut self, key: Bytes, now_ms: u64) -> CommandResult {
+        if self.live(&key, now_ms).is_none() {
+            return Ok(Response::Int(0));
+        }
+        self.write_tombstone(key, now_ms);
+        Ok(Response::Int(1))
+    }
+
+    fn incr_by(&mut self, key: Bytes, delta: i64, now_ms: u64) -> CommandResult {
+        self.check_key(&key)?;
+        let site = self.config.site;
+        let (mut counter, expires_at_ms) = match self.live(&key, now_ms) {
+            None => (PnCounter::new(), None),
+            Some(entry) => {
+                let counter = match &entry.value {
+                    Value::Counter(counter) => counter.clone(),
+                    // Attribute the starting value to the site that wrote it, so the same
+                    // conversion at two sites merges to the right sum.
+                    Value::Bytes(bytes) => {
+                        let start = parse_strict_i64(bytes).ok_or(CommandError::NotAnInteger)?;
+                        PnCounter::starting_at(entry.version.origin, start)
+                    }
+                    Value::Tombstone => PnCounter::new(),
+                };
+                (counter, entry.expires_at_ms)
+            }
+        };
+        let new_value = counter
+            .add(site, delta)
+            .map_err(|_| CommandError::Overflow)?;
+        self.write(key, Value::Counter(counter), expires_at_ms, now_ms);
+        Ok(Response::Int(new_value))
+    }
+
+    fn expire(&mut self, key: Bytes, expiry: Expiry, now_ms: u64) -> CommandResult {
+        let invalid = CommandError::InvalidExpire { command: "expire" };
+        let ttl_ms_max = self.config.limits.ttl_ms_max;
+        let deadline = match expiry {
+            Expiry::InMs(ms) if ms <= 0 => None,
+            Expiry::InMs(ms) => Some(self.deadline_after(ms, now_ms).ok_or(invalid)?),
+            Expiry::AtMs(at) => match u64::try_from(at) {
+                Ok(at) if at > now_ms.saturating_add(ttl_ms_max) => return Err(invalid),
+                Ok(at) if at > now_ms => Some(at),
+                _ => None,
+            },
+            Expiry::Keep => return Err(invalid),
+        };
+        let Some(entry) = self.live(&key, now_ms) else {
+            return Ok(Response::Int(0));
+        };
+        match deadline {
+            // A deadline not in the future deletes the key, as in Redis.
+            None => self.write_tombstone(key, now_ms),
+            Some(at) => {
+                let value = entry.value.clone();
+                self.write(key, value, Some(at), now_ms);
+            }
+        }
+        Ok(Response::Int(1))
+    }
+
+    fn ttl(&mut self, key: &[u8], unit: TtlUnit, now_ms: u64) -> i64 {
+        let Some(entry) = self.live(key, now_ms) else {
+            return -2;
+        };
+        let Some(deadline) = entry.expires_at_ms else {
+            return -1;
+        };
+        let remaining_ms = deadline.saturating_sub(now_ms);
+        let remaining = match unit {
+            TtlUnit::Milliseconds => remaining_ms,
+            TtlUnit::Seconds => remaining_ms.saturating_add(500) / 1000,
+        };
+        i64::try_from(remaining).unwrap_or(i64::MAX)
+    }
+
+    fn scan(&self, from: u64, count: usize, pattern: Option<&[u8]>, now_ms: u64) -> Response {
+        // COUNT bounds the work (entries examined), as in Redis; a step may return no keys.
+        let examine_max = count.clamp(1, self.config.limits.scan_count_max.max(1));
+        let mut keys = Vec::new();
+        let mut examined = 0usize;
+        let mut last_position = None;
+        for (position, key) in self.scan_index.range((from, Bytes::new())..) {
+            // Never split keys sharing a position across steps: the cursor could not resume
+            // between them.
+            if examined >= examine_max && last_position != Some(*position) {
+                return Response::ScanPage {
+                    keys,
+                    next: Some(*position),
+                };
+            }
+            examined += 1;
+            last_position = Some(*position);
+            let live = self
+                .entries
+                .get(key)
+                .is_some_and(|e| !e.is_tombstone() && !e.is_expired(now_ms));
+            if live && pattern.is_none_or(|p| glob_match(p, key)) {
+                keys.push(key.clone());
+            }
+        }
+        Response::ScanPage { keys, next: None }
+    }
+
+    fn flush_all(&mut self, now_ms: u64) {
+        let keys: Vec<Bytes> = self.scan_index.iter().map(|(_, key)| key.clone()).collect();
+        for key in keys {
+            if self.live(&key, now_ms).is_some() {
+                self.write_tombstone(key, now_ms);
+            }
+        }
+    }
+
+    // --- state helpers ---
+
+    fn check_key(&self, key: &[u8]) -> Result<(), CommandError> {
+        let max = self.config.limits.key_bytes_max;
+        if key.len() > max {
+            return Err(CommandError::KeyTooLarge {
+                len: key.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// `now + ms` for a positive TTL within `ttl_ms_max`; `None` if invalid.
+    fn deadline_after(&self, ms: i64, now_ms: u64) -> Option<u64> {
+        let ms = u64::try_from(ms)
+            .ok()
+            .filter(|&ms| ms > 0 && ms <= self.config.limits.ttl_ms_max)?;
+        now_ms.checked_add(ms)
+    }
+
+    /// The live entry for `key` at `now_ms`; sweeps it first if its TTL has passed.
+    fn live(&mut self, key: &[u8], now_ms: u64) -> Option<&Versioned> {
+        let deadline = match self.entries.get(key) {
+            None => return None,
+            Some(entry) if entry.is_tombstone() => return None,
+            Some(entry) => entry.expires_at_ms.filter(|&at| at <= now_ms),
+        };
+        if let Some(deadline) = deadline {
+            self.expire_value(key, deadline);
+            return None;
+        }
+        self.entries.get(key)
+    }
+
+    /// Commit a client write of `value` to `key`.
+    fn write(&mut self, key: Bytes, value: Value, expires_at_ms: Option<u64>, now_ms: u64) {
+        let hlc = self.hlc.now(now_ms);
+        let site = self.config.site;
+        let version = match self.entries.get(&key) {
+            Some(previous) => previous.version.successor(site, hlc),
+            None => Version::first(site, hlc),
+        };
+        let entry = Versioned {
+            value,
+            version,
+            expires_at_ms,
+        };
+        self.store(key.clone(), entry.clone());
+        self.log.append(key, entry);
+    }
+
+    fn write_tombstone(&mut self, key: Bytes, now_ms: u64) {
+        let purge_at = now_ms.saturating_add(self.config.limits.tombstone_retention_ms);
+        self.write(key, Value::Tombstone, Some(purge_at), now_ms);
+    }
+
+    /// Replace `key`'s entry, keeping the indexes and counts in step.
+    fn store(&mut self, key: Bytes, entry: Versioned) {
+        let new_index = deadline_index(&entry);
+        let new_is_value = !entry.is_tombstone();
+        match self.entries.insert(key.clone(), entry) {
+            Some(old) => {
+                self.unindex(&key, &old);
+                if !old.is_tombstone() {
+                    self.value_entries -= 1;
+                }
+            }
+            None => {
+                self.scan_index.insert((scan_position(&key), key.clone()));
+            }
+        }
+        if new_is_value {
+            self.value_entries += 1;
+        }
+        match new_index {
+            Some((DeadlineKind::ValueExpiry, at)) => self.value_deadlines.insert((at, key)),
+            Some((DeadlineKind::Purge, at)) => self.purge_deadlines.insert((at, key)),
+            None => false,
+        };
+    }
+
+    fn unindex(&mut self, key: &Bytes, old: &Versioned) {
+        match deadline_index(old) {
+            Some((DeadlineKind::ValueExpiry, at)) => {
+                self.value_deadlines.remove(&(at, key.clone()))
+            }
+            Some((DeadlineKind::Purge, at)) => self.purge_deadlines.remove(&(at, key.clone())),
+            None => false,
+        };
+    }
+
+    /// Turn the value at `key`, whose deadline `deadline` has passed, into a tombstone with the
+    /// same version. Not a write: no new version, no change record.
+    fn expire_value(&mut self, key: &[u8], deadline: u64) {
+        let Some((key, entry)) = self.entries.remove_entry(key) else {
+            return;
+        };
+        debug_assert_eq!(
+            entry.expires_at_ms,
+            Some(deadline),
+            "swept value must be due"
+        );
+        self.value_entries -= 1;
+        self.unindex(&key, &entry);
+        let purge_at = deadline.saturating_add(self.config.limits.tombstone_retention_ms);
+        let tombstone = Versioned {
+            value: Value::Tombstone,
+            version: entry.version,
+            expires_at_ms: Some(purge_at),
+        };
+        self.purge_deadlines.insert((purge_at, key.clone()));
+        self.entries.insert(key, tombstone);
+    }
+
+    /// Remove a tombstone past retention for good.
+    fn purge(&mut self, key: &[u8]) {
+        let Some((key, entry)) = self.entries.remove_entry(key) else {
+            return;
+        };
+        debug_assert!(entry.is_tombstone(), "only tombstones are purged");
+        self.unindex(&key, &entry);
+        self.scan_index.remove(&(scan_position(&key), key));
     }
 }
+
+enum Deadline {
+    None,
+    Keep,
+    At(u64),
+}
+
+#[derive(Clone, Copy)]
+enum DeadlineKind {
+    ValueExpiry,
+    Purge,
+}
+
+/// Which deadline index an entry belongs in, if any.
+fn deadline_index(entry: &Versioned) -> Option<(DeadlineKind, u64)> {
+    let at = entry.expires_at_ms?;
+    let kind = if entry.is_tombstone() {
+        DeadlineKind::Purge
+    } else {
+        DeadlineKind::ValueExpiry
+    };
+    Some((kind, at))
+}
+
+fn first_due(index: &BTreeSet<(u64, Bytes)>, now_ms: u64) -> Option<(u64, Bytes)> {
+    index.first().filter(|(at, _)| *at <= now_ms).cloned()
+}
+
+/// A value as GET returns it: counters read as their decimal value.
+fn render(entry: &Versioned) -> Bytes {
+    match &entry.value {
+        Value::Bytes(bytes) => bytes.clone(),
+        Value::Counter(counter) => Bytes::from(counter.value().unwrap_or_default().to_string()),
+        Value::Tombstone => Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+#[path = "partition_tests.rs"]
+mod tests;
