@@ -17,18 +17,27 @@ pub struct HlcTimestamp {
 }
 
 impl HlcTimestamp {
-    pub const ZERO: HlcTimestamp = HlcTimestamp { wall_ms: 0, logical: 0 };
+    pub const ZERO: HlcTimestamp = HlcTimestamp {
+        wall_ms: 0,
+        logical: 0,
+    };
 
     pub fn new(wall_ms: u64, logical: u32) -> Self {
         Self { wall_ms, logical }
     }
 
-    /// The smallest timestamp strictly greater than `self`.
-    fn successor(self) -> Self {
+    /// The smallest timestamp strictly greater than `self` (saturating at the very last one).
+    pub(crate) fn successor(self) -> Self {
         match self.logical.checked_add(1) {
-            Some(logical) => Self { wall_ms: self.wall_ms, logical },
+            Some(logical) => Self {
+                wall_ms: self.wall_ms,
+                logical,
+            },
             // The logical counter is exhausted within this millisecond: borrow the next one.
-            None => Self { wall_ms: self.wall_ms.saturating_add(1), logical: 0 },
+            None => Self {
+                wall_ms: self.wall_ms.saturating_add(1),
+                logical: 0,
+            },
         }
     }
 }
@@ -45,7 +54,12 @@ pub enum HlcError {
         "remote timestamp {remote} is {ahead_ms} ms ahead of local physical time {physical_ms} ms, \
          beyond the maximum clock offset of {offset_ms_max} ms"
     )]
-    OffsetExceeded { remote: HlcTimestamp, physical_ms: u64, ahead_ms: u64, offset_ms_max: u64 },
+    OffsetExceeded {
+        remote: HlcTimestamp,
+        physical_ms: u64,
+        ahead_ms: u64,
+        offset_ms_max: u64,
+    },
 }
 
 /// A hybrid logical clock. One per partition core (every key lives in exactly one partition, so
@@ -59,7 +73,10 @@ pub struct Hlc {
 impl Hlc {
     /// `offset_ms_max`: how far a remote timestamp may run ahead of local physical time.
     pub fn new(offset_ms_max: u64) -> Self {
-        Self { last: HlcTimestamp::ZERO, offset_ms_max }
+        Self {
+            last: HlcTimestamp::ZERO,
+            offset_ms_max,
+        }
     }
 
     pub fn offset_ms_max(&self) -> u64 {

@@ -69,10 +69,15 @@ impl PnCounter {
         let new_value = current.checked_add(delta).ok_or(CounterOverflow)?;
         let counts = self.per_site.entry(site).or_default();
         if delta >= 0 {
-            counts.added = counts.added.checked_add(delta.unsigned_abs()).ok_or(CounterOverflow)?;
+            counts.added = counts
+                .added
+                .checked_add(delta.unsigned_abs())
+                .ok_or(CounterOverflow)?;
         } else {
-            counts.subtracted =
-                counts.subtracted.checked_add(delta.unsigned_abs()).ok_or(CounterOverflow)?;
+            counts.subtracted = counts
+                .subtracted
+                .checked_add(delta.unsigned_abs())
+                .ok_or(CounterOverflow)?;
         }
         Ok(new_value)
     }

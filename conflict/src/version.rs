@@ -103,14 +103,32 @@ impl Version {
     pub fn first(site: SiteId, hlc: HlcTimestamp) -> Self {
         let mut vv = VersionVector::new();
         vv.increment(site);
-        Self { hlc, origin: site, vv }
+        Self {
+            hlc,
+            origin: site,
+            vv,
+        }
     }
 
     /// The version of a write at `site` that has seen `self` (a local overwrite).
+    ///
+    /// Its HLC is strictly above `self.hlc` even if `hlc` is not (e.g. `self` came from a site
+    /// whose clock runs ahead and was not observed): a write must be LWW-greater than what it
+    /// overwrites, or LWW would not extend causal order and folding concurrent updates could
+    /// depend on their order (see `reconcile`).
     pub fn successor(&self, site: SiteId, hlc: HlcTimestamp) -> Self {
         let mut vv = self.vv.clone();
         vv.increment(site);
-        Self { hlc: hlc.max(self.hlc), origin: site, vv }
+        let hlc = if hlc > self.hlc {
+            hlc
+        } else {
+            self.hlc.successor()
+        };
+        Self {
+            hlc,
+            origin: site,
+            vv,
+        }
     }
 
     pub fn causality(&self, other: &Version) -> Causality {
@@ -119,6 +137,8 @@ impl Version {
 
     /// Total order for last-writer-wins: HLC first, then origin site id.
     pub fn lww_cmp(&self, other: &Version) -> Ordering {
-        self.hlc.cmp(&other.hlc).then(self.origin.cmp(&other.origin))
+        self.hlc
+            .cmp(&other.hlc)
+            .then(self.origin.cmp(&other.origin))
     }
 }

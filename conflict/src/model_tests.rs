@@ -1,0 +1,238 @@
+//! Unit and property tests of the data model: HLC, version vectors, versions, PN-counters.
+use crate::{
+    Causality, CounterOverflow, Hlc, HlcError, HlcTimestamp, PnCounter, SiteId, Version,
+    VersionVector,
+};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum ClockOp {
+    Now(u64),
+    Observe {
+        remote: HlcTimestamp,
+        physical_ms: u64,
+    },
+}
+
+fn timestamps() -> impl Strategy<Value = HlcTimestamp> {
+    prop_oneof![
+        (0u64..1_000, 0u32..4).prop_map(|(w, l)| HlcTimestamp::new(w, l)),
+        (0u64..1_000).prop_map(|w| HlcTimestamp::new(w, u32::MAX)),
+    ]
+}
+
+fn clock_ops() -> impl Strategy<Value = ClockOp> {
+    prop_oneof![
+        (0u64..1_000).prop_map(ClockOp::Now),
+        (timestamps(), 0u64..1_000).prop_map(|(remote, physical_ms)| ClockOp::Observe {
+            remote,
+            physical_ms
+        }),
+    ]
+}
+
+fn vvs() -> impl Strategy<Value = VersionVector> {
+    prop::collection::btree_map((0u16..4).prop_map(SiteId), 0u64..4, 0..4)
+        .prop_map(|counts| counts.into_iter().collect())
+}
+
+fn counters() -> impl Strategy<Value = PnCounter> {
+    prop::collection::vec(((0u16..4).prop_map(SiteId), -50i64..50), 0..8).prop_map(|adds| {
+        let mut counter = PnCounter::new();
+        for (site, delta) in adds {
+            counter
+                .add(site, delta)
+                .expect("small deltas cannot overflow");
+        }
+        counter
+    })
+}
+
+fn joined(a: &VersionVector, b: &VersionVector) -> VersionVector {
+    let mut out = a.clone();
+    out.join(b);
+    out
+}
+
+fn merged(a: &PnCounter, b: &PnCounter) -> PnCounter {
+    let mut out = a.clone();
+    out.merge(b);
+    out
+}
+
+fn mirror(c: Causality) -> Causality {
+    match c {
+        Causality::Before => Causality::After,
+        Causality::After => Causality::Before,
+        other => other,
+    }
+}
+
+proptest! {
+    #[test]
+    fn hlc_is_monotone_and_rejections_leave_it_unchanged(
+        offset_ms_max in 0u64..300,
+        ops in prop::collection::vec(clock_ops(), 1..40),
+    ) {
+        let mut hlc = Hlc::new(offset_ms_max);
+        for op in ops {
+            let before = hlc.last();
+            match op {
+                ClockOp::Now(physical_ms) => {
+                    let ts = hlc.now(physical_ms);
+                    prop_assert!(ts > before);
+                    prop_assert!(ts.wall_ms >= physical_ms);
+                    prop_assert_eq!(hlc.last(), ts);
+                }
+                ClockOp::Observe { remote, physical_ms } => {
+                    match hlc.observe(remote, physical_ms) {
+                        Ok(ts) => {
+                            prop_assert!(ts > before && ts > remote);
+                            prop_assert!(ts.wall_ms >= physical_ms);
+                            prop_assert_eq!(hlc.last(), ts);
+                        }
+                        Err(HlcError::OffsetExceeded { ahead_ms, .. }) => {
+                            prop_assert!(ahead_ms > offset_ms_max);
+                            prop_assert_eq!(ahead_ms, remote.wall_ms - physical_ms);
+                            prop_assert_eq!(hlc.last(), before, "rejected observe moved the clock");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vv_compare_is_antisymmetric_and_equal_means_equal(a in vvs(), b in vvs()) {
+        prop_assert_eq!(a.compare(&b), mirror(b.compare(&a)));
+        prop_assert_eq!(a.compare(&b) == Causality::Equal, a == b);
+        prop_assert_eq!(a.compare(&a), Causality::Equal);
+    }
+
+    #[test]
+    fn vv_join_is_a_semilattice_that_dominates_both(a in vvs(), b in vvs(), c in vvs()) {
+        let ab = joined(&a, &b);
+        prop_assert_eq!(&ab, &joined(&b, &a));
+        prop_assert_eq!(joined(&ab, &c), joined(&a, &joined(&b, &c)));
+        prop_assert_eq!(joined(&a, &a), a.clone());
+        for side in [&a, &b] {
+            prop_assert!(matches!(side.compare(&ab), Causality::Before | Causality::Equal));
+        }
+    }
+
+    #[test]
+    fn successor_is_after_and_lww_greater_whatever_hlc_it_is_given(
+        vv in vvs(), site in (0u16..4).prop_map(SiteId),
+        old in timestamps(), given in timestamps(),
+    ) {
+        let previous = Version { hlc: old, origin: SiteId(0), vv };
+        let next = previous.successor(site, given);
+        prop_assert_eq!(next.causality(&previous), Causality::After);
+        prop_assert!(next.hlc > previous.hlc);
+        prop_assert!(next.hlc >= given);
+        prop_assert_eq!(next.origin, site);
+        prop_assert_eq!(next.vv.get(site), previous.vv.get(site) + 1);
+    }
+
+    #[test]
+    fn pn_counter_merge_is_a_semilattice(a in counters(), b in counters(), c in counters()) {
+        let ab = merged(&a, &b);
+        prop_assert_eq!(&ab, &merged(&b, &a));
+        prop_assert_eq!(merged(&ab, &c), merged(&a, &merged(&b, &c)));
+        prop_assert_eq!(merged(&a, &a), a.clone());
+        // Merging a counter with one built on top of it yields the newer one.
+        let mut newer = a.clone();
+        newer.add(SiteId(9), 3).expect("small");
+        prop_assert_eq!(merged(&a, &newer), newer);
+    }
+
+    #[test]
+    fn pn_counter_value_tracks_adds(deltas in prop::collection::vec((0u16..4, -1_000i64..1_000), 0..20)) {
+        let mut counter = PnCounter::new();
+        let mut expected = 0i64;
+        for (site, delta) in deltas {
+            expected += delta;
+            prop_assert_eq!(counter.add(SiteId(site), delta), Ok(expected));
+        }
+        prop_assert_eq!(counter.value(), Some(expected));
+    }
+}
+
+#[test]
+fn hlc_rejects_a_remote_beyond_the_offset_with_a_clear_error() {
+    let mut hlc = Hlc::new(100);
+    let first = hlc.now(1_000);
+    let err = hlc
+        .observe(HlcTimestamp::new(1_101, 0), 1_000)
+        .expect_err("101 ms ahead");
+    assert_eq!(
+        err.to_string(),
+        "remote timestamp 1101.0 is 101 ms ahead of local physical time 1000 ms, beyond the \
+         maximum clock offset of 100 ms"
+    );
+    assert_eq!(hlc.last(), first);
+    // Exactly at the limit is accepted and pulls the clock forward.
+    let ts = hlc
+        .observe(HlcTimestamp::new(1_100, 7), 1_000)
+        .expect("at the limit");
+    assert_eq!(ts, HlcTimestamp::new(1_100, 8));
+}
+
+#[test]
+fn hlc_logical_overflow_borrows_the_next_millisecond() {
+    let mut hlc = Hlc::new(0);
+    let ts = hlc
+        .observe(HlcTimestamp::new(5, u32::MAX), 5)
+        .expect("not ahead");
+    assert_eq!(ts, HlcTimestamp::new(6, 0));
+    assert_eq!(hlc.now(5), HlcTimestamp::new(6, 1));
+    assert_eq!(hlc.now(9), HlcTimestamp::new(9, 0));
+}
+
+#[test]
+fn vv_compare_table() {
+    let vv = |pairs: &[(u16, u64)]| -> VersionVector {
+        pairs.iter().map(|&(s, c)| (SiteId(s), c)).collect()
+    };
+    let cases = [
+        (vv(&[]), vv(&[]), Causality::Equal),
+        (vv(&[(1, 0)]), vv(&[]), Causality::Equal), // zero counts are absent counts
+        (vv(&[(1, 1)]), vv(&[(1, 2)]), Causality::Before),
+        (vv(&[(1, 2), (2, 1)]), vv(&[(1, 2)]), Causality::After),
+        (vv(&[(1, 1)]), vv(&[(2, 1)]), Causality::Concurrent),
+        (
+            vv(&[(1, 2), (2, 1)]),
+            vv(&[(1, 1), (2, 2)]),
+            Causality::Concurrent,
+        ),
+    ];
+    for (i, (a, b, expected)) in cases.iter().enumerate() {
+        assert_eq!(a.compare(b), *expected, "case {i}");
+    }
+}
+
+#[test]
+fn pn_counter_add_overflow_is_rejected_and_leaves_the_counter_unchanged() {
+    let site = SiteId(1);
+    let cases: [(i64, i64); 4] = [
+        (i64::MAX, 1),
+        (i64::MIN, -1),
+        (i64::MAX - 1, 2),
+        (i64::MIN + 1, i64::MIN),
+    ];
+    for (start, delta) in cases {
+        let mut counter = PnCounter::starting_at(site, start);
+        let before = counter.clone();
+        assert_eq!(
+            counter.add(SiteId(2), delta),
+            Err(CounterOverflow),
+            "{start} + {delta}"
+        );
+        assert_eq!(counter, before);
+        assert_eq!(counter.value(), Some(start));
+    }
+    // Up to the edge is fine, in both directions.
+    let mut counter = PnCounter::starting_at(site, i64::MAX - 1);
+    assert_eq!(counter.add(site, 1), Ok(i64::MAX));
+    assert_eq!(counter.add(site, i64::MIN), Ok(-1));
+}
