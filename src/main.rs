@@ -1,1 +1,86 @@
-fn main() {}
+//! `tern`: run a grid node (`tern node`) or watch a narrated client session (`tern demo`).
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage (clap uses 2 too).
+mod cli;
+mod config_load;
+mod demo;
+mod logging;
+mod node_cmd;
+mod node_host;
+mod shutdown;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config_load::InvalidConfig;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Command::Node(_) => "info",
+        // The demo's story goes to stdout; only warnings should interleave with it.
+        Command::Demo(_) => "warn",
+    };
+    if let Err(err) = logging::init(cli.log.as_deref(), default_filter) {
+        eprintln!("error: {err:#}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Node(args) => node_cmd::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<InvalidConfig>().is_some() => {
+            eprintln!("{err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("error: {}", error_chain(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `context: cause: root cause`, skipping a cause whose text its parent already ends with
+/// (library errors often print their source inline *and* expose it as `source()`).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_drops_causes_already_printed_inline() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "in use");
+        #[derive(Debug)]
+        struct Bind(std::io::Error);
+        impl std::fmt::Display for Bind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "binding: {}", self.0)
+            }
+        }
+        impl std::error::Error for Bind {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = anyhow::Error::new(Bind(io)).context("starting the node");
+        assert_eq!(error_chain(&err), "starting the node: binding: in use");
+    }
+}
