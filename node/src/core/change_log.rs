@@ -40,6 +40,14 @@ pub struct LogTruncated {
     pub oldest_retained: u64,
 }
 
+/// A replicated record that does not directly follow the last one applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("replicated record has seq {got}, expected {expected}")]
+pub struct SeqGap {
+    pub expected: u64,
+    pub got: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct ChangeLog {
     partition: PartitionId,
@@ -82,6 +90,31 @@ impl ChangeLog {
             }
         }
         self.last_seq
+    }
+
+    /// Append a change the primary committed as `seq` (a backup's copy of the primary's log), so
+    /// the log continues with the same numbering after a promotion.
+    pub(crate) fn append_at(
+        &mut self,
+        seq: u64,
+        key: Bytes,
+        entry: Versioned,
+    ) -> Result<(), SeqGap> {
+        if seq != self.last_seq + 1 {
+            return Err(SeqGap {
+                expected: self.last_seq + 1,
+                got: seq,
+            });
+        }
+        self.append(key, entry);
+        Ok(())
+    }
+
+    /// Forget every record and continue numbering after `last_seq` (after a snapshot install).
+    pub(crate) fn reset_to(&mut self, last_seq: u64) {
+        self.records.clear();
+        self.retained_bytes = 0;
+        self.last_seq = last_seq;
     }
 
     pub(crate) fn since(

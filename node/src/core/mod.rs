@@ -6,10 +6,12 @@ pub mod glob;
 mod integer;
 pub mod keyspace;
 pub mod partition;
+pub mod replica;
 
 pub use command::{Command, CommandError, CommandResult, Expiry, Response, SetCondition, TtlUnit};
 pub use integer::parse_strict_i64;
 pub use keyspace::{Keyspace, KeyspaceError, PartitionId, SLOT_COUNT, slot_of};
 pub use partition::{
-    ChangeRecord, LogTruncated, PartitionConfig, PartitionCore, SCAN_POSITION_END, scan_position,
+    ChangeRecord, LogTruncated, PartitionConfig, PartitionCore, SCAN_POSITION_END, SeqGap,
+    scan_position,
 };

@@ -6,7 +6,7 @@
 //! tombstone that keeps its version, so a late concurrent write is resolved against it the same
 //! way everywhere, and the tombstone is purged after `tombstone_retention_ms`.
 use super::change_log::ChangeLog;
-pub use super::change_log::{ChangeRecord, LogTruncated};
+pub use super::change_log::{ChangeRecord, LogTruncated, SeqGap};
 use super::command::{
     Command, CommandError, CommandResult, Expiry, Response, SetCondition, TtlUnit,
 };
@@ -167,6 +167,57 @@ impl PartitionCore {
             .range(..(now_ms.saturating_add(1), Bytes::new()))
             .count();
         self.value_entries - due
+    }
+
+    // --- replication (backup side) and snapshots ---
+
+    /// Apply a change record the primary committed, keeping its seq so this replica's log
+    /// continues with the same numbering if it is promoted. Records carry full state, so this is
+    /// a plain replace; a record that does not directly follow the last one is refused.
+    pub fn apply_replicated(&mut self, record: &ChangeRecord) -> Result<(), SeqGap> {
+        let expected = self.log.last_seq() + 1;
+        if record.seq != expected {
+            return Err(SeqGap {
+                expected,
+                got: record.seq,
+            });
+        }
+        // Keep the clock ahead of every version this replica holds, so its own writes after a
+        // promotion are newer than anything it replicated.
+        let _ = self
+            .hlc
+            .observe(record.entry.version.hlc, record.entry.version.hlc.wall_ms);
+        self.store(record.key.clone(), record.entry.clone());
+        self.log
+            .append_at(record.seq, record.key.clone(), record.entry.clone())
+    }
+
+    /// Every stored entry (tombstones included) in SCAN order, for a snapshot that brings a
+    /// replica up to `last_seq()` when the change log no longer reaches back far enough.
+    pub fn snapshot_entries(&self) -> impl Iterator<Item = (&Bytes, &Versioned)> {
+        self.scan_index
+            .iter()
+            .filter_map(|(_, key)| self.entries.get_key_value(key))
+    }
+
+    /// Replace all state with a snapshot taken at `last_seq`; the change log restarts after it.
+    pub fn install_snapshot(
+        &mut self,
+        entries: impl IntoIterator<Item = (Bytes, Versioned)>,
+        last_seq: u64,
+    ) {
+        self.entries.clear();
+        self.scan_index.clear();
+        self.value_deadlines.clear();
+        self.purge_deadlines.clear();
+        self.value_entries = 0;
+        for (key, entry) in entries {
+            let _ = self
+                .hlc
+                .observe(entry.version.hlc, entry.version.hlc.wall_ms);
+            self.store(key, entry);
+        }
+        self.log.reset_to(last_seq);
     }
 
     // --- commands ---

@@ -603,3 +603,77 @@ fn counters_from_strings_are_attributed_to_the_writing_site() {
     assert_eq!(sites[0].0, SiteId(7));
     assert_eq!(counter.value(), Some(11));
 }
+
+#[test]
+fn a_backup_replaying_the_primary_log_ends_identical_and_continues_its_numbering() {
+    let mut primary = core();
+    let mut backup = core();
+    let script = [
+        set("a", "1"),
+        incr("n", 2),
+        set_with(
+            "t",
+            "x",
+            SetCondition::Always,
+            Some(Expiry::InMs(50)),
+            false,
+        ),
+        C::Del { key: b("a") },
+        incr("n", 3),
+    ];
+    for command in script {
+        primary.handle_command(command, T0).ok();
+    }
+    let records: Vec<ChangeRecord> = primary
+        .changes_since(0)
+        .map(|it| it.cloned().collect())
+        .unwrap_or_default();
+    for record in &records {
+        assert_eq!(backup.apply_replicated(record), Ok(()));
+    }
+    assert_eq!(
+        backup.apply_replicated(&records[1]),
+        Err(SeqGap {
+            expected: 6,
+            got: 2
+        }),
+        "replays are refused"
+    );
+    let primary_state: Vec<_> = primary.snapshot_entries().collect();
+    let backup_state: Vec<_> = backup.snapshot_entries().collect();
+    assert_eq!(primary_state, backup_state);
+    assert_eq!(backup.live_keys_at(T0), primary.live_keys_at(T0));
+    // Promoted, the backup's next write follows the primary's numbering and versions.
+    backup.handle_command(incr("n", 1), T0).ok();
+    assert_eq!(backup.last_seq(), 6);
+    assert_eq!(backup.handle_command(get("n"), T0), val("6"));
+    let before = primary.entry(b"n").map(|e| e.version.clone()).expect("n");
+    let after = backup.entry(b"n").map(|e| e.version.clone()).expect("n");
+    assert_eq!(before.causality(&after), tern_conflict::Causality::Before);
+}
+
+#[test]
+fn a_snapshot_install_replaces_state_and_restarts_the_log_after_it() {
+    let mut primary = core();
+    for i in 0..20 {
+        primary.handle_command(set(&format!("k{i}"), "v"), T0).ok();
+    }
+    primary.handle_command(C::Del { key: b("k3") }, T0).ok();
+    let mut backup = core();
+    backup.handle_command(set("stale", "junk"), T0).ok();
+    let snapshot: Vec<(Bytes, Versioned)> = primary
+        .snapshot_entries()
+        .map(|(k, e)| (k.clone(), e.clone()))
+        .collect();
+    backup.install_snapshot(snapshot, primary.last_seq());
+    assert_eq!(backup.handle_command(get("stale"), T0), NIL);
+    assert_eq!(backup.handle_command(C::DbSize, T0), int(19));
+    assert_eq!(backup.last_seq(), 21);
+    primary.handle_command(set("k0", "new"), T0).ok();
+    let tail: Vec<ChangeRecord> = primary
+        .changes_since(21)
+        .map(|it| it.cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(backup.apply_replicated(&tail[0]), Ok(()));
+    assert_eq!(backup.handle_command(get("k0"), T0), val("new"));
+}
