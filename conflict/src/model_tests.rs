@@ -236,3 +236,19 @@ fn pn_counter_add_overflow_is_rejected_and_leaves_the_counter_unchanged() {
     assert_eq!(counter.add(site, 1), Ok(i64::MAX));
     assert_eq!(counter.add(site, i64::MIN), Ok(-1));
 }
+
+/// Found by sims (seed 3688): totals must not overflow while the value itself stays in range.
+#[test]
+fn pn_counter_survives_alternating_extreme_increments() {
+    let site = SiteId(1);
+    let mut counter = PnCounter::new();
+    let mut expected: i64 = 0;
+    for step in 0..1000 {
+        let delta = if step % 2 == 0 { i64::MAX } else { i64::MIN };
+        expected = expected
+            .checked_add(delta)
+            .expect("alternating stays in range");
+        assert_eq!(counter.add(site, delta), Ok(expected), "step {step}");
+    }
+    assert_eq!(counter.add(site, 2), Ok(expected + 2));
+}

@@ -28,10 +28,13 @@ pub struct PnCounter {
     per_site: BTreeMap<SiteId, SiteCounts>,
 }
 
+/// A site's running totals. They only grow (merging takes maxima, so they can never be rebased),
+/// and 128 bits keep them from overflowing: alternating INCRBY i64::MAX / i64::MIN would exhaust
+/// 64-bit totals after two steps while the value stays small.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SiteCounts {
-    pub added: u64,
-    pub subtracted: u64,
+    pub added: u128,
+    pub subtracted: u128,
 }
 
 impl PnCounter {
@@ -45,9 +48,9 @@ impl PnCounter {
         let mut counter = Self::new();
         let counts = counter.per_site.entry(site).or_default();
         if start >= 0 {
-            counts.added = start.unsigned_abs();
+            counts.added = u128::from(start.unsigned_abs());
         } else {
-            counts.subtracted = start.unsigned_abs();
+            counts.subtracted = u128::from(start.unsigned_abs());
         }
         counter
     }
@@ -57,7 +60,9 @@ impl PnCounter {
     pub fn value(&self) -> Option<i64> {
         let mut sum: i128 = 0;
         for counts in self.per_site.values() {
-            sum += i128::from(counts.added) - i128::from(counts.subtracted);
+            let added = i128::try_from(counts.added).ok()?;
+            let subtracted = i128::try_from(counts.subtracted).ok()?;
+            sum = sum.checked_add(added.checked_sub(subtracted)?)?;
         }
         i64::try_from(sum).ok()
     }
@@ -71,12 +76,12 @@ impl PnCounter {
         if delta >= 0 {
             counts.added = counts
                 .added
-                .checked_add(delta.unsigned_abs())
+                .checked_add(u128::from(delta.unsigned_abs()))
                 .ok_or(CounterOverflow)?;
         } else {
             counts.subtracted = counts
                 .subtracted
-                .checked_add(delta.unsigned_abs())
+                .checked_add(u128::from(delta.unsigned_abs()))
                 .ok_or(CounterOverflow)?;
         }
         Ok(new_value)

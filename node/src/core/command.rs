@@ -69,9 +69,10 @@ pub enum Command {
         key: Bytes,
         unit: TtlUnit,
     },
-    /// One SCAN step within this partition: live keys whose scan position is `>= from`, at
-    /// least `count` of them unless the partition ends first (keys sharing a position are never
-    /// split across steps). `pattern` is a Redis glob.
+    /// One SCAN step within this partition: examines stored entries whose scan position is
+    /// `>= from`, about `count` of them (as in Redis, COUNT bounds the work, so a step may return
+    /// few or no keys), and returns the live ones matching `pattern` (a Redis glob). Keys sharing
+    /// a position are never split across steps.
     Scan {
         from: u64,
         count: usize,
