@@ -252,3 +252,60 @@ fn pn_counter_survives_alternating_extreme_increments() {
     }
     assert_eq!(counter.add(site, 2), Ok(expected + 2));
 }
+
+mod version_vector_reference {
+    use crate::{Causality, SiteId, VersionVector};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// The obvious implementation the inline sorted vector must agree with.
+    fn reference_compare(a: &BTreeMap<u16, u64>, b: &BTreeMap<u16, u64>) -> Causality {
+        let get = |m: &BTreeMap<u16, u64>, s: &u16| m.get(s).copied().unwrap_or(0);
+        let sites: std::collections::BTreeSet<u16> = a.keys().chain(b.keys()).copied().collect();
+        let a_ahead = sites.iter().any(|s| get(a, s) > get(b, s));
+        let b_ahead = sites.iter().any(|s| get(b, s) > get(a, s));
+        match (a_ahead, b_ahead) {
+            (false, false) => Causality::Equal,
+            (true, false) => Causality::After,
+            (false, true) => Causality::Before,
+            (true, true) => Causality::Concurrent,
+        }
+    }
+
+    fn vv(m: &BTreeMap<u16, u64>) -> VersionVector {
+        m.iter().map(|(&s, &c)| (SiteId(s), c)).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn compare_get_and_join_agree_with_a_map(
+            a in prop::collection::btree_map(0u16..8, 1u64..5, 0..7),
+            b in prop::collection::btree_map(0u16..8, 1u64..5, 0..7),
+        ) {
+            prop_assert_eq!(vv(&a).compare(&vv(&b)), reference_compare(&a, &b));
+            let mut joined = vv(&a);
+            joined.join(&vv(&b));
+            let mut reference = a.clone();
+            for (s, c) in &b {
+                let e = reference.entry(*s).or_insert(0);
+                *e = (*e).max(*c);
+            }
+            prop_assert_eq!(&joined, &vv(&reference));
+            for s in 0u16..8 {
+                prop_assert_eq!(joined.get(SiteId(s)), reference.get(&s).copied().unwrap_or(0));
+            }
+        }
+    }
+
+    #[test]
+    fn decoding_normalizes_unsorted_duplicate_and_zero_entries() {
+        // Postcard bytes of [(3, 1), (1, 2), (3, 4), (2, 0)]: a length, then (site, count) pairs.
+        let bytes = [4u8, 3, 1, 1, 2, 3, 4, 2, 0];
+        let decoded: VersionVector = postcard::from_bytes(&bytes).expect("decodes");
+        let pairs: Vec<(SiteId, u64)> = decoded.iter().collect();
+        assert_eq!(pairs, vec![(SiteId(1), 2), (SiteId(3), 4)]);
+        // And it encodes to the same bytes a map would have.
+        let map: BTreeMap<SiteId, u64> = pairs.iter().copied().collect();
+        assert_eq!(postcard::to_allocvec(&decoded).ok(), postcard::to_allocvec(&map).ok());
+    }
+}

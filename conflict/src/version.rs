@@ -4,8 +4,9 @@
 //! the HLC and origin give the deterministic tie-break that last-writer-wins needs.
 use crate::{HlcTimestamp, SiteId};
 use serde::{Deserialize, Serialize};
+use serde::{Deserializer, Serializer};
+use smallvec::SmallVec;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 
 /// How one version relates to another in causal order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -21,9 +22,13 @@ pub enum Causality {
 }
 
 /// Per-entry version vector: for each site, how many writes of this entry that site made.
-/// A `BTreeMap` so iteration (and thus encoding and hashing) is deterministic.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct VersionVector(BTreeMap<SiteId, u64>);
+///
+/// Stored as `(site, count)` pairs sorted by site, inline for up to four sites: every write copies
+/// its entry's vector into the new version and the change log, and a heap allocation per copy was
+/// a measurable share of the write path. Encoded as a sequence of pairs (the same postcard bytes as
+/// a map); decoding normalizes hostile input (unsorted, duplicate or zero entries).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VersionVector(SmallVec<[(SiteId, u64); 4]>);
 
 impl VersionVector {
     pub fn new() -> Self {
@@ -31,46 +36,80 @@ impl VersionVector {
     }
 
     pub fn get(&self, site: SiteId) -> u64 {
-        self.0.get(&site).copied().unwrap_or(0)
+        match self.0.binary_search_by_key(&site, |&(s, _)| s) {
+            Ok(i) => self.0[i].1,
+            Err(_) => 0,
+        }
     }
 
     /// Count one more write by `site`; returns the new count.
     pub fn increment(&mut self, site: SiteId) -> u64 {
-        let count = self.0.entry(site).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
+        match self.0.binary_search_by_key(&site, |&(s, _)| s) {
+            Ok(i) => {
+                let count = &mut self.0[i].1;
+                *count = count.saturating_add(1);
+                *count
+            }
+            Err(i) => {
+                self.0.insert(i, (site, 1));
+                1
+            }
+        }
     }
 
     /// Pointwise maximum: the history that includes both.
     pub fn join(&mut self, other: &VersionVector) {
-        for (&site, &count) in &other.0 {
-            let mine = self.0.entry(site).or_insert(0);
-            *mine = (*mine).max(count);
+        for &(site, count) in &other.0 {
+            match self.0.binary_search_by_key(&site, |&(s, _)| s) {
+                Ok(i) => self.0[i].1 = self.0[i].1.max(count),
+                Err(i) => self.0.insert(i, (site, count)),
+            }
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (SiteId, u64)> + '_ {
-        self.0.iter().map(|(&s, &c)| (s, c))
+        self.0.iter().copied()
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    /// Where `self` stands relative to `other`.
+    /// Where `self` stands relative to `other`: one merge walk over both sorted vectors.
     pub fn compare(&self, other: &VersionVector) -> Causality {
         let mut self_ahead = false;
         let mut other_ahead = false;
-        for (&site, &mine) in &self.0 {
-            match mine.cmp(&other.get(site)) {
-                Ordering::Greater => self_ahead = true,
-                Ordering::Less => other_ahead = true,
-                Ordering::Equal => {}
-            }
-        }
-        for (&site, &theirs) in &other.0 {
-            if theirs > self.get(site) {
-                other_ahead = true;
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => {
+                    self_ahead = true;
+                    break;
+                }
+                (None, Some(_)) => {
+                    other_ahead = true;
+                    break;
+                }
+                (Some(&&(sa, ca)), Some(&&(sb, cb))) => match sa.cmp(&sb) {
+                    Ordering::Less => {
+                        self_ahead = true;
+                        a.next();
+                    }
+                    Ordering::Greater => {
+                        other_ahead = true;
+                        b.next();
+                    }
+                    Ordering::Equal => {
+                        match ca.cmp(&cb) {
+                            Ordering::Greater => self_ahead = true,
+                            Ordering::Less => other_ahead = true,
+                            Ordering::Equal => {}
+                        }
+                        a.next();
+                        b.next();
+                    }
+                },
             }
         }
         match (self_ahead, other_ahead) {
@@ -83,8 +122,33 @@ impl VersionVector {
 }
 
 impl FromIterator<(SiteId, u64)> for VersionVector {
+    /// Zero counts are dropped; a site given twice keeps its larger count.
     fn from_iter<I: IntoIterator<Item = (SiteId, u64)>>(iter: I) -> Self {
-        Self(iter.into_iter().filter(|&(_, c)| c > 0).collect())
+        let mut pairs: SmallVec<[(SiteId, u64); 4]> =
+            iter.into_iter().filter(|&(_, c)| c > 0).collect();
+        pairs.sort_unstable();
+        // Sorted by (site, count): of equal sites the last has the largest count.
+        let mut normalized: SmallVec<[(SiteId, u64); 4]> = SmallVec::with_capacity(pairs.len());
+        for (site, count) in pairs {
+            match normalized.last_mut() {
+                Some(last) if last.0 == site => last.1 = count,
+                _ => normalized.push((site, count)),
+            }
+        }
+        Self(normalized)
+    }
+}
+
+impl Serialize for VersionVector {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<(SiteId, u64)>::deserialize(deserializer)?;
+        Ok(pairs.into_iter().collect())
     }
 }
 

@@ -24,7 +24,8 @@ pub struct Limits {
     /// Most unanswered requests queued at one partition actor before callers see backpressure.
     pub partition_mailbox_messages_max: usize,
     /// Bytes of change records (keys + values + overhead) each partition retains for backups and
-    /// the gateway to read; older records are dropped and readers behind them must resync.
+    /// the gateway to read; older records are dropped and readers behind them must resync from a
+    /// snapshot. A node retains up to this times its partition count.
     pub change_log_bytes_max: usize,
     /// How long a delete's tombstone is kept so a concurrent remote write cannot resurrect it.
     pub tombstone_retention_ms: u64,
@@ -49,7 +50,7 @@ impl Default for Limits {
             connections_max: 10_000,
             pipeline_commands_max: 1024,
             partition_mailbox_messages_max: 4096,
-            change_log_bytes_max: 4 * 1024 * 1024,
+            change_log_bytes_max: 1024 * 1024,
             tombstone_retention_ms: 24 * 60 * 60 * 1000,
             expiry_sweep_keys_max: 1000,
             scan_count_max: 10_000,

@@ -3,7 +3,7 @@
 use super::keyspace::PartitionId;
 use bytes::Bytes;
 use std::collections::VecDeque;
-use tern_conflict::{Value, Versioned};
+use tern_conflict::{SiteCounts, Value, Versioned};
 
 /// One committed change, in partition order. Carries the entry's full new state (not the
 /// operation), so applying it twice, or after a newer one, is harmless.
@@ -17,16 +17,21 @@ pub struct ChangeRecord {
 }
 
 impl ChangeRecord {
-    /// Approximate memory held, for the retention budget: payload plus a fixed overhead for the
-    /// record, its version and the deque slot.
+    /// Memory this record keeps alive, for the retention budget: the record itself (inline
+    /// version vector included), its deque slot, and the key and value buffers it holds a
+    /// reference to (shared with the live entry until that is overwritten, then the record's
+    /// alone — which is the steady state under overwrites, so it is what is charged).
     fn retained_bytes(&self) -> usize {
-        const OVERHEAD_BYTES: usize = 128;
+        const ALLOCATION_OVERHEAD_BYTES: usize = 16;
         let value_bytes = match &self.entry.value {
-            Value::Bytes(b) => b.len(),
-            Value::Counter(c) => 24 * c.sites().count(),
+            Value::Bytes(b) => b.len() + ALLOCATION_OVERHEAD_BYTES,
+            Value::Counter(c) => std::mem::size_of::<SiteCounts>() * c.sites().count() + 48,
             Value::Tombstone => 0,
         };
-        OVERHEAD_BYTES + self.key.len() + value_bytes + 16 * self.entry.version.vv.iter().count()
+        std::mem::size_of::<ChangeRecord>()
+            + self.key.len()
+            + ALLOCATION_OVERHEAD_BYTES
+            + value_bytes
     }
 }
 
