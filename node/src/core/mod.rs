@@ -15,3 +15,8 @@ pub use partition::{
     ChangeRecord, LogTruncated, PartitionConfig, PartitionCore, SCAN_POSITION_END, SeqGap,
     scan_position,
 };
+pub use replica::{
+    Answer, AssignmentFacts, MapProposal, Redirect, ReplicaCore, ReplicaId, Replicate,
+    ReplicatedRecord, ReplicationLimits, ReplicationMessage, Request, RequestId, RequestOutcome,
+    Role, SnapshotChunk,
+};

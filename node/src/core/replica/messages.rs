@@ -1,0 +1,184 @@
+//! What replicas of one partition say to each other. Serializable (the transport frames them
+//! with postcard); command results travel through a mirror type because `CommandError` holds a
+//! `&'static str`.
+use super::types::RequestId;
+use crate::core::command::CommandResult;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tern_conflict::Versioned;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicationMessage {
+    /// Primary → backup: change records following `prev_seq` (possibly none: a probe, or a
+    /// barrier that proves the backup still follows this epoch).
+    Replicate(Replicate),
+    /// Backup → primary: the backup's log matches the primary's up to `matched_seq`.
+    Ack {
+        epoch: u64,
+        round: u64,
+        matched_seq: u64,
+    },
+    /// Backup → primary: the message did not attach to the backup's log (a gap, or a history
+    /// that diverged); the backup's log ends at `last_seq`, written in epoch `last_epoch`.
+    Nack {
+        epoch: u64,
+        round: u64,
+        last_seq: u64,
+        last_epoch: Option<u64>,
+    },
+    /// Primary → backup: part of a snapshot taken at `seq`.
+    SnapshotChunk(SnapshotChunk),
+    /// Backup → primary: chunk `index` of the snapshot at `seq` arrived (not the last one: the
+    /// last is answered with `Ack { matched_seq: seq }` once installed).
+    ChunkAck {
+        epoch: u64,
+        round: u64,
+        seq: u64,
+        index: u32,
+    },
+    /// Answer to a message from an older epoch: the sender is deposed.
+    Fenced { epoch: u64 },
+}
+
+impl ReplicationMessage {
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Self::Replicate(r) => r.epoch,
+            Self::SnapshotChunk(c) => c.epoch,
+            Self::Ack { epoch, .. }
+            | Self::Nack { epoch, .. }
+            | Self::ChunkAck { epoch, .. }
+            | Self::Fenced { epoch } => *epoch,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicate {
+    pub epoch: u64,
+    /// The primary's barrier round; echoed in the answer.
+    pub round: u64,
+    /// The primary's clock when it sent this: a promoted backup never evaluates expiry at an
+    /// earlier time than its old primary already did.
+    pub now_ms: u64,
+    pub prev_seq: u64,
+    /// The epoch that wrote `prev_seq` in the primary's log (seq 0, the empty log, is epoch 0).
+    pub prev_epoch: u64,
+    pub records: Vec<ReplicatedRecord>,
+    /// Answers of the write requests whose last change is among `records` (request dedup).
+    pub outcomes: Vec<RequestOutcome>,
+}
+
+/// One change record as replicated: the entry's full new state at `seq`, and the epoch whose
+/// primary wrote it (so replicas can tell whether their logs match).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicatedRecord {
+    pub seq: u64,
+    pub epoch: u64,
+    pub key: Bytes,
+    pub entry: Versioned,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    pub epoch: u64,
+    pub round: u64,
+    pub now_ms: u64,
+    /// The snapshot holds the state after this seq...
+    pub seq: u64,
+    /// ...which was written in this epoch.
+    pub seq_epoch: u64,
+    /// 0, 1, 2, ...: a backup starts over at 0 and ignores chunks out of order.
+    pub index: u32,
+    pub entries: Vec<(Bytes, Versioned)>,
+    pub outcomes: Vec<RequestOutcome>,
+    pub last: bool,
+}
+
+/// A write request's answer, remembered (and replicated) so a retry gets it again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestOutcome {
+    pub id: RequestId,
+    /// The partition's last seq after the request executed.
+    pub seq: u64,
+    #[serde(with = "wire_results")]
+    pub results: Vec<CommandResult>,
+}
+
+/// Serde for `Vec<CommandResult>` through a mirror of `Response`/`CommandError`.
+mod wire_results {
+    use crate::core::command::{CommandError, CommandResult, Response};
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    enum WireResult {
+        Ok,
+        Value(Option<Bytes>),
+        Int(i64),
+        ScanPage { keys: Vec<Bytes>, next: Option<u64> },
+        WrongType,
+        NotAnInteger,
+        Overflow,
+        InvalidExpireSet,
+        InvalidExpire,
+        ValueTooLarge { len: usize, max: usize },
+        KeyTooLarge { len: usize, max: usize },
+    }
+
+    fn to_wire(result: &CommandResult) -> WireResult {
+        match result {
+            Ok(Response::Ok) => WireResult::Ok,
+            Ok(Response::Value(v)) => WireResult::Value(v.clone()),
+            Ok(Response::Int(i)) => WireResult::Int(*i),
+            Ok(Response::ScanPage { keys, next }) => WireResult::ScanPage {
+                keys: keys.clone(),
+                next: *next,
+            },
+            Err(CommandError::WrongType) => WireResult::WrongType,
+            Err(CommandError::NotAnInteger) => WireResult::NotAnInteger,
+            Err(CommandError::Overflow) => WireResult::Overflow,
+            Err(CommandError::InvalidExpire { command: "set" }) => WireResult::InvalidExpireSet,
+            Err(CommandError::InvalidExpire { .. }) => WireResult::InvalidExpire,
+            Err(CommandError::ValueTooLarge { len, max }) => WireResult::ValueTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Err(CommandError::KeyTooLarge { len, max }) => WireResult::KeyTooLarge {
+                len: *len,
+                max: *max,
+            },
+        }
+    }
+
+    fn from_wire(wire: WireResult) -> CommandResult {
+        match wire {
+            WireResult::Ok => Ok(Response::Ok),
+            WireResult::Value(v) => Ok(Response::Value(v)),
+            WireResult::Int(i) => Ok(Response::Int(i)),
+            WireResult::ScanPage { keys, next } => Ok(Response::ScanPage { keys, next }),
+            WireResult::WrongType => Err(CommandError::WrongType),
+            WireResult::NotAnInteger => Err(CommandError::NotAnInteger),
+            WireResult::Overflow => Err(CommandError::Overflow),
+            WireResult::InvalidExpireSet => Err(CommandError::InvalidExpire { command: "set" }),
+            WireResult::InvalidExpire => Err(CommandError::InvalidExpire { command: "expire" }),
+            WireResult::ValueTooLarge { len, max } => Err(CommandError::ValueTooLarge { len, max }),
+            WireResult::KeyTooLarge { len, max } => Err(CommandError::KeyTooLarge { len, max }),
+        }
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        results: &[CommandResult],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let wire: Vec<WireResult> = results.iter().map(to_wire).collect();
+        wire.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<CommandResult>, D::Error> {
+        let wire = Vec::<WireResult>::deserialize(deserializer)?;
+        Ok(wire.into_iter().map(from_wire).collect())
+    }
+}

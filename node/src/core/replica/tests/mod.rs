@@ -1,0 +1,5 @@
+//! Replica core tests over an in-test network (see `harness`).
+mod harness;
+mod properties;
+mod scenarios;
+mod wire;
