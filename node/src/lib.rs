@@ -4,6 +4,7 @@
 //! - [`shell`]: the actix actors that drive the cores, one actor per partition replica;
 //! - [`resp`]: the Redis-protocol front door;
 //! - [`server`]: starts and stops a node; [`config`]: its configuration; [`limits`]: every limit.
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod core;
