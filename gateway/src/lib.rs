@@ -1,0 +1,48 @@
+//! tern-gateway: WAN replication between sites, as sans-IO state machines.
+//!
+//! Every committed change of a local partition primary reaches every other site once, in
+//! per-partition order, through outages. One link per (source, target) pair of sites:
+//!
+//! ```text
+//!  partition primaries ──ChangeRecord──▶ Delegator (per target) ──Batch──▶ Sink (per source)
+//!        ▲                                 ▲  backlog until acked            │ poll_apply
+//!        └────────── apply_remote ◀────────┼───────────────────────────────── ┘
+//!                                          └──────────── Ack (cursors) ◀──── handle_applied
+//! ```
+//!
+//! Like quinn-proto, the cores never read a clock, touch a socket or spawn a thread: the shell
+//! feeds `handle_*(input, now_ms)` and drains `poll_*()`, and [`Delegator::poll_timeout`] /
+//! [`Sink::poll_timeout`] say when to call `handle_timeout`. Outputs are ordered by `BTreeMap`s
+//! and queues only, so a simulator replays them exactly.
+//!
+//! # Code map
+//!
+//! | module | job |
+//! |---|---|
+//! | [`wire`] | the frame envelope (`TRNW`, format version, kind, length, postcard payload), the messages ([`Hello`](wire::Hello), [`HelloAck`](wire::HelloAck), [`Batch`](wire::Batch), [`Ack`](wire::Ack), [`WanRecord`](wire::WanRecord)), [`FrameDecoder`](wire::FrameDecoder) for streams |
+//! | [`delegator`] | sending side per target: unacknowledged records behind the [`RecordStore`] seam (in memory: [`MemoryStore`]), batching by size and time, in-flight window, resend from the acked cursors, origin filter, repair marking |
+//! | [`sink`] | receiving side per source: dedup and gap detection per partition via `prev_seq`, apply queue, coalesced acks of *applied* cursors |
+//! | [`apply`] | [`apply_remote`]: HLC observe + `reconcile_into` with the keyspace's resolver, reporting conflicts |
+//! | [`backlog`] | the durable backlog (segmented, checksummed append-only log per target; written separately, to be adapted to [`RecordStore`]) |
+//! | [`handshake`] | peer and protocol-version checks of `Hello`/`HelloAck` |
+//! | [`limits`] | [`GatewayLimits`]: every limit, named with its unit |
+//!
+//! Not here (shell and later work): QUIC transport and mutual TLS, wiring the durable backlog in, the node
+//! integration (feeding change records in, applying in the partition actor, persisting sink
+//! cursors), bootstrap and Merkle anti-entropy (message kinds 5–15 are reserved for them).
+pub mod apply;
+pub mod backlog;
+pub mod delegator;
+pub mod handshake;
+pub mod limits;
+pub mod sink;
+pub mod wire;
+
+#[cfg(test)]
+mod loop_tests;
+
+pub use apply::{RemoteApply, apply_remote};
+pub use delegator::{Delegator, DelegatorStats, MemoryStore, RecordStore};
+pub use handshake::HandshakeError;
+pub use limits::GatewayLimits;
+pub use sink::{Sink, SinkStats};
