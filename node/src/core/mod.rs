@@ -12,8 +12,8 @@ pub use command::{Command, CommandError, CommandResult, Expiry, Response, SetCon
 pub use integer::parse_strict_i64;
 pub use keyspace::{Keyspace, KeyspaceError, PartitionId, SLOT_COUNT, slot_of};
 pub use partition::{
-    ChangeRecord, LogTruncated, PartitionConfig, PartitionCore, SCAN_POSITION_END, SeqGap,
-    scan_position,
+    ChangeRecord, LogTruncated, PartitionConfig, PartitionCore, RemoteApplied, SCAN_POSITION_END,
+    SeqGap, scan_position,
 };
 pub use replica::{
     Answer, AssignmentFacts, MapProposal, Redirect, ReplicaCore, ReplicaId, Replicate,

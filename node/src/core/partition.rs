@@ -17,7 +17,10 @@ use crate::limits::Limits;
 use bytes::Bytes;
 use foldhash::fast::FixedState;
 use std::collections::{BTreeSet, HashMap};
-use tern_conflict::{Hlc, PnCounter, SiteId, Value, Version, Versioned};
+use tern_conflict::{
+    ConflictResolver, Hlc, HlcError, Outcome, PnCounter, SiteId, Value, Version, Versioned,
+    reconcile_into,
+};
 
 #[derive(Clone, Debug)]
 pub struct PartitionConfig {
@@ -167,6 +170,38 @@ impl PartitionCore {
             .range(..(now_ms.saturating_add(1), Bytes::new()))
             .count();
         self.value_entries - due
+    }
+
+    // --- entries from other sites (the WAN sink's path) ---
+
+    /// Apply an entry another site committed: reconcile it with the local entry (causal order
+    /// first, `resolver` only for real concurrency). If the stored entry changes, it is committed
+    /// like a local write — a change record with the merged entry, so backups replicate it and
+    /// the delegators relay it (they never ship a record back to its origin). A remote HLC too
+    /// far ahead is reported, not absorbed, and the entry still applies: convergence rests on
+    /// version vectors, not on clocks.
+    pub fn apply_remote(
+        &mut self,
+        key: Bytes,
+        incoming: Versioned,
+        resolver: &dyn ConflictResolver,
+        now_ms: u64,
+    ) -> RemoteApplied {
+        let clock = self.hlc.observe(incoming.version.hlc, now_ms).map(|_| ());
+        let mut slot = self.entries.get(&key).cloned();
+        let outcome = reconcile_into(resolver, &key, &mut slot, incoming);
+        let seq = match (outcome, slot) {
+            (Outcome::Unchanged, _) | (_, None) => None,
+            (_, Some(entry)) => {
+                self.store(key.clone(), entry.clone());
+                Some(self.log.append(key, entry))
+            }
+        };
+        RemoteApplied {
+            outcome,
+            clock,
+            seq,
+        }
     }
 
     // --- replication (backup side) and snapshots ---
@@ -525,6 +560,23 @@ impl PartitionCore {
         debug_assert!(entry.is_tombstone(), "only tombstones are purged");
         self.unindex(&key, &entry);
         self.scan_index.remove(&(scan_position(&key), key));
+    }
+}
+
+/// What [`PartitionCore::apply_remote`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteApplied {
+    pub outcome: Outcome,
+    /// `Err` when the remote HLC was beyond `hlc_offset_ms_max` (counted and logged by callers).
+    pub clock: Result<(), HlcError>,
+    /// The change record's seq when the stored entry changed.
+    pub seq: Option<u64>,
+}
+
+impl RemoteApplied {
+    /// A real conflict that the resolver settled (for `tern_wan_conflicts_total`).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self.outcome, Outcome::Resolved(_))
     }
 }
 

@@ -677,3 +677,60 @@ fn a_snapshot_install_replaces_state_and_restarts_the_log_after_it() {
     assert_eq!(backup.apply_replicated(&tail[0]), Ok(()));
     assert_eq!(backup.handle_command(get("k0"), T0), val("new"));
 }
+
+mod remote {
+    use super::*;
+    use tern_conflict::{HlcTimestamp, LastWriterWins, ResolutionKind};
+
+    const OTHER: SiteId = SiteId(9);
+
+    fn remote_write(value: &str, wall_ms: u64, after: Option<&Versioned>) -> Versioned {
+        let hlc = HlcTimestamp::new(wall_ms, 0);
+        Versioned {
+            value: Value::Bytes(b(value)),
+            version: match after {
+                Some(previous) => previous.version.successor(OTHER, hlc),
+                None => Version::first(OTHER, hlc),
+            },
+            expires_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn remote_entries_apply_by_causality_and_commit_only_real_changes() {
+        let mut core = core();
+        let first = remote_write("r1", T0, None);
+        let applied = core.apply_remote(b("k"), first.clone(), &LastWriterWins, T0);
+        assert_eq!(
+            (applied.outcome, applied.seq),
+            (Outcome::FastForward, Some(1))
+        );
+        assert_eq!(core.handle_command(get("k"), T0), val("r1"));
+        // The same record again, or an older one, changes nothing and logs nothing.
+        let again = core.apply_remote(b("k"), first.clone(), &LastWriterWins, T0);
+        assert_eq!((again.outcome, again.seq), (Outcome::Unchanged, None));
+        // A local write on top is causally after; a concurrent remote write is resolved.
+        core.handle_command(set("k", "local"), T0 + 10).ok();
+        let concurrent = remote_write("r2", T0 + 5, Some(&first));
+        let resolved = core.apply_remote(b("k"), concurrent, &LastWriterWins, T0 + 20);
+        assert_eq!(
+            resolved.outcome,
+            Outcome::Resolved(ResolutionKind::KeepLocal)
+        );
+        assert!(resolved.is_conflict());
+        assert_eq!(core.handle_command(get("k"), T0 + 20), val("local"));
+        // Keeping the local value still merges the histories, so it is logged for relay.
+        assert_eq!(resolved.seq, Some(3));
+        let stored = core.entry(b"k").map(|e| e.version.vv.get(OTHER));
+        assert_eq!(stored, Some(2));
+    }
+
+    #[test]
+    fn a_remote_clock_far_ahead_is_reported_but_the_entry_applies() {
+        let mut core = core();
+        let future = remote_write("f", T0 + 3_600_000, None);
+        let applied = core.apply_remote(b("k"), future, &LastWriterWins, T0);
+        assert!(applied.clock.is_err());
+        assert_eq!(core.handle_command(get("k"), T0), val("f"));
+    }
+}
