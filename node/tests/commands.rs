@@ -120,6 +120,7 @@ async fn string_and_counter_commands_answer_like_redis() {
             (&["TTL", "k"], ":50"),
             (&["EXPIRE", "missing", "50"], ":0"),
             (&["EXPIRE", "k", "x"], NOT_INTEGER),
+            (&["EXPIRE", "k", "010"], NOT_INTEGER),
             (&["EXPIRE", "k", "50", "NX"], "-ERR Unsupported option NX"),
             (
                 &["EXPIRE", "k", "9223372036854775807"],
@@ -136,6 +137,10 @@ async fn string_and_counter_commands_answer_like_redis() {
             (&["GET", "n"], "\"6\""),
             (&["TYPE", "n"], "+string"),
             (&["INCRBY", "n", "x"], NOT_INTEGER),
+            // Redis's string2ll: no leading zeros, no "-0", no "+".
+            (&["INCRBY", "n", "007"], NOT_INTEGER),
+            (&["INCRBY", "n", "-0"], NOT_INTEGER),
+            (&["INCRBY", "n", "+5"], NOT_INTEGER),
             (
                 &["DECRBY", "n", "-9223372036854775808"],
                 "-ERR decrement would overflow",

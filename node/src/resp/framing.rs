@@ -242,30 +242,9 @@ fn read_header(
     }
 }
 
-/// Strict decimal parse: optional `-`, at least one digit, nothing else, no overflow.
-pub fn parse_i64(text: &[u8]) -> Option<i64> {
-    let (negative, digits) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
-    };
-    if digits.is_empty() || digits.len() > 20 {
-        return None;
-    }
-    let mut value: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let digit = i64::from(d - b'0');
-        value = value.checked_mul(10)?;
-        value = if negative {
-            value.checked_sub(digit)?
-        } else {
-            value.checked_add(digit)?
-        };
-    }
-    Some(value)
-}
+/// Integers in headers and arguments follow Redis's `string2ll`: no `+`, no leading zeros, no
+/// `-0` (the core's parser, so the RESP layer and the core agree).
+pub use crate::core::parse_strict_i64 as parse_i64;
 
 #[cfg(test)]
 mod tests {
@@ -376,25 +355,6 @@ mod tests {
             );
             let got: Vec<&[u8]> = parser.args().iter().map(|r| &input[r.clone()]).collect();
             assert_eq!(got, [&b"SET"[..], b"key", b"value"]);
-        }
-    }
-
-    #[test]
-    fn integers_parse_strictly() {
-        let cases: &[(&str, Option<i64>)] = &[
-            ("0", Some(0)),
-            ("-12", Some(-12)),
-            ("9223372036854775807", Some(i64::MAX)),
-            ("-9223372036854775808", Some(i64::MIN)),
-            ("9223372036854775808", None),
-            ("", None),
-            ("-", None),
-            ("+1", None),
-            ("1a", None),
-            (" 1", None),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(parse_i64(text.as_bytes()), *expected, "{text:?}");
         }
     }
 }
