@@ -20,21 +20,25 @@
 //! | module | job |
 //! |---|---|
 //! | [`wire`] | the frame envelope (`TRNW`, format version, kind, length, postcard payload), the messages ([`Hello`](wire::Hello), [`HelloAck`](wire::HelloAck), [`Batch`](wire::Batch), [`Ack`](wire::Ack), [`WanRecord`](wire::WanRecord)), [`FrameDecoder`](wire::FrameDecoder) for streams |
-//! | [`delegator`] | sending side per target: unacknowledged records behind the [`RecordStore`] seam (in memory: [`MemoryStore`]), batching by size and time, in-flight window, resend from the acked cursors, origin filter, repair marking |
+//! | [`delegator`] | sending side per target: unacknowledged records behind the [`RecordStore`] seam (durable: [`BacklogStore`]; in memory: [`MemoryStore`]), batching by size and time, in-flight window, resend from the acked cursors, origin filter, repair marking, restart from the backlog, backpressure and overflow reporting |
 //! | [`sink`] | receiving side per source: dedup and gap detection per partition via `prev_seq`, apply queue, coalesced acks of *applied* cursors |
 //! | [`apply`] | [`apply_remote`]: HLC observe + `reconcile_into` with the keyspace's resolver, reporting conflicts |
-//! | [`backlog`] | the durable backlog (segmented, checksummed append-only log per target; written separately, to be adapted to [`RecordStore`]) |
+//! | [`backlog`] | the durable backlog (segmented, checksummed append-only log per target), behind [`RecordStore`] through [`BacklogStore`] |
+//! | [`repair`] | Merkle anti-entropy: per-partition digest trees over scan positions, [`RepairSession`] (initiator) and [`RepairResponder`], applying through the resolver on both sides |
+//! | [`bootstrap`] | a new or wiped site catches up from a peer while live traffic flows: rate-limited snapshot chunks in scan order ([`BootstrapSource`] / [`BootstrapTarget`]) plus the live stream from the snapshot's change-log position |
 //! | [`handshake`] | peer and protocol-version checks of `Hello`/`HelloAck` |
 //! | [`limits`] | [`GatewayLimits`]: every limit, named with its unit |
 //!
-//! Not here (shell and later work): QUIC transport and mutual TLS, wiring the durable backlog in, the node
-//! integration (feeding change records in, applying in the partition actor, persisting sink
-//! cursors), bootstrap and Merkle anti-entropy (message kinds 5–15 are reserved for them).
+//! Not here (shell and later work): QUIC transport and mutual TLS, the node integration
+//! (feeding change records in, applying in the partition actor, persisting sink cursors,
+//! triggering repairs and bootstraps). Message kinds 12–15 are reserved.
 pub mod apply;
 pub mod backlog;
+pub mod bootstrap;
 pub mod delegator;
 pub mod handshake;
 pub mod limits;
+pub mod repair;
 pub mod sink;
 pub mod wire;
 
@@ -42,7 +46,9 @@ pub mod wire;
 mod loop_tests;
 
 pub use apply::{RemoteApply, apply_remote};
-pub use delegator::{Delegator, DelegatorStats, MemoryStore, RecordStore};
+pub use bootstrap::{BootstrapSource, BootstrapTarget};
+pub use delegator::{BacklogStore, Delegator, DelegatorStats, Intake, MemoryStore, RecordStore};
 pub use handshake::HandshakeError;
 pub use limits::GatewayLimits;
+pub use repair::{CoreReplica, RepairResponder, RepairSession, Replica};
 pub use sink::{Sink, SinkStats};

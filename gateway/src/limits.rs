@@ -34,14 +34,38 @@ pub struct GatewayLimits {
     /// everything unacknowledged is sent again (go-back-N). A safety net: over a QUIC stream a
     /// lost batch normally means a lost connection, handled by reconnect.
     pub ack_timeout_ms: u64,
-    /// Delegator: above this many unacknowledged bytes the backlog is over its cap and the shell
-    /// applies the configured overflow policy (never silently).
-    pub backlog_bytes_max: u64,
     /// Sink: an acknowledgement waits at most this long after the first change it reports.
     pub ack_delay_ms_max: u64,
     /// Sink: an acknowledgement is sent at once after this many batches were received since the
     /// previous one (once their records are applied).
     pub ack_batches_max: u32,
+    // The backlog's byte cap is not here: the durable backlog owns it
+    // (`BacklogConfig::backlog_bytes_max`, with its overflow policy).
+    /// Repair: the digest tree's leaves split the 48-bit scan-position space into
+    /// `2^repair_leaf_bits` buckets. More leaves: smaller ranges exchanged per difference, more
+    /// hashes compared when much differs.
+    pub repair_leaf_bits: u8,
+    /// Repair: each inner node of the digest tree has `2^repair_fanout_bits` children (one
+    /// round trip per level, `repair_leaf_bits / repair_fanout_bits` levels).
+    pub repair_fanout_bits: u8,
+    /// Repair: the largest repair message (digests or entries) either side builds. A single
+    /// entry larger than this still travels, alone.
+    pub repair_message_bytes_max: usize,
+    /// Repair: requests an initiator has sent and not seen answered.
+    pub repair_requests_inflight_max: usize,
+    /// Repair: an initiator gives up on a session when an answer takes this long.
+    pub repair_reply_timeout_ms: u64,
+    /// Repair: a responder forgets a session idle this long (its initiator went away).
+    pub repair_responder_idle_ms_max: u64,
+    /// Repair: sessions a responder serves at once; more are refused (retried later).
+    pub repair_responder_sessions_max: usize,
+    /// Bootstrap: snapshot bytes a source sends per second to one target (token bucket).
+    pub bootstrap_bytes_per_sec_max: u64,
+    /// Bootstrap: the largest snapshot chunk (also the token bucket's burst). A single entry
+    /// larger than this still travels, alone.
+    pub bootstrap_chunk_bytes_max: usize,
+    /// Bootstrap: chunks sent and not yet acknowledged by the target.
+    pub bootstrap_chunks_inflight_max: usize,
 }
 
 impl Default for GatewayLimits {
@@ -54,9 +78,19 @@ impl Default for GatewayLimits {
             inflight_bytes_max: 32 * 1024 * 1024,
             frame_bytes_max: 32 * 1024 * 1024,
             ack_timeout_ms: 5_000,
-            backlog_bytes_max: 1024 * 1024 * 1024,
             ack_delay_ms_max: 2,
             ack_batches_max: 4,
+            // 65536 leaves of 16-way nodes: 4 round trips down; at 100k keys a leaf holds ~1.5.
+            repair_leaf_bits: 16,
+            repair_fanout_bits: 4,
+            repair_message_bytes_max: 1024 * 1024,
+            repair_requests_inflight_max: 4,
+            repair_reply_timeout_ms: 30_000,
+            repair_responder_idle_ms_max: 60_000,
+            repair_responder_sessions_max: 16,
+            bootstrap_bytes_per_sec_max: 64 * 1024 * 1024,
+            bootstrap_chunk_bytes_max: 256 * 1024,
+            bootstrap_chunks_inflight_max: 8,
         }
     }
 }
@@ -75,6 +109,20 @@ pub enum LimitsError {
     },
     #[error("gateway limit `frame_bytes_max` ({0}) must fit the 32-bit length field")]
     FrameTooLarge(usize),
+    #[error(
+        "gateway limit `{name}` ({value}) must leave {BATCH_OVERHEAD_BYTES_MAX} bytes of framing \
+         within `frame_bytes_max` ({frame_bytes_max})"
+    )]
+    MessageLargerThanFrame {
+        name: &'static str,
+        value: usize,
+        frame_bytes_max: usize,
+    },
+    #[error(
+        "gateway limits `repair_leaf_bits` ({leaf_bits}) and `repair_fanout_bits` \
+         ({fanout_bits}): need 1 <= fanout <= 8, fanout dividing leaf bits, leaf bits <= 32"
+    )]
+    RepairTreeShape { leaf_bits: u8, fanout_bits: u8 },
 }
 
 impl GatewayLimits {
@@ -88,6 +136,35 @@ impl GatewayLimits {
             ("frame_bytes_max", self.frame_bytes_max as u64),
             ("ack_timeout_ms", self.ack_timeout_ms),
             ("ack_batches_max", u64::from(self.ack_batches_max)),
+            (
+                "repair_message_bytes_max",
+                self.repair_message_bytes_max as u64,
+            ),
+            (
+                "repair_requests_inflight_max",
+                self.repair_requests_inflight_max as u64,
+            ),
+            ("repair_reply_timeout_ms", self.repair_reply_timeout_ms),
+            (
+                "repair_responder_idle_ms_max",
+                self.repair_responder_idle_ms_max,
+            ),
+            (
+                "repair_responder_sessions_max",
+                self.repair_responder_sessions_max as u64,
+            ),
+            (
+                "bootstrap_bytes_per_sec_max",
+                self.bootstrap_bytes_per_sec_max,
+            ),
+            (
+                "bootstrap_chunk_bytes_max",
+                self.bootstrap_chunk_bytes_max as u64,
+            ),
+            (
+                "bootstrap_chunks_inflight_max",
+                self.bootstrap_chunks_inflight_max as u64,
+            ),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(LimitsError::Zero { name });
@@ -105,7 +182,24 @@ impl GatewayLimits {
                 batch_bytes_max: self.batch_bytes_max,
             });
         }
-        Ok(())
+        for (name, value) in [
+            ("repair_message_bytes_max", self.repair_message_bytes_max),
+            ("bootstrap_chunk_bytes_max", self.bootstrap_chunk_bytes_max),
+        ] {
+            if self.frame_bytes_max < value.saturating_add(BATCH_OVERHEAD_BYTES_MAX) {
+                return Err(LimitsError::MessageLargerThanFrame {
+                    name,
+                    value,
+                    frame_bytes_max: self.frame_bytes_max,
+                });
+            }
+        }
+        crate::repair::TreeShape::new(self.repair_leaf_bits, self.repair_fanout_bits)
+            .map(|_| ())
+            .ok_or(LimitsError::RepairTreeShape {
+                leaf_bits: self.repair_leaf_bits,
+                fanout_bits: self.repair_fanout_bits,
+            })
     }
 
     /// The largest single record (encoded) a batch frame can carry.
@@ -130,7 +224,7 @@ mod tests {
 
     #[test]
     fn inconsistent_limits_are_rejected() {
-        let cases: Vec<(GatewayLimits, LimitsError)> = vec![
+        let mut cases: Vec<(GatewayLimits, LimitsError)> = vec![
             (
                 GatewayLimits {
                     batch_records_max: 0,
@@ -161,6 +255,40 @@ mod tests {
                 },
             ),
         ];
+        let shapes = [(16, 3), (16, 0), (0, 4), (36, 4), (16, 9)];
+        for (leaf_bits, fanout_bits) in shapes {
+            cases.push((
+                GatewayLimits {
+                    repair_leaf_bits: leaf_bits,
+                    repair_fanout_bits: fanout_bits,
+                    ..GatewayLimits::default()
+                },
+                LimitsError::RepairTreeShape {
+                    leaf_bits,
+                    fanout_bits,
+                },
+            ));
+        }
+        cases.push((
+            GatewayLimits {
+                bootstrap_chunk_bytes_max: 32 * 1024 * 1024,
+                ..GatewayLimits::default()
+            },
+            LimitsError::MessageLargerThanFrame {
+                name: "bootstrap_chunk_bytes_max",
+                value: 32 * 1024 * 1024,
+                frame_bytes_max: 32 * 1024 * 1024,
+            },
+        ));
+        cases.push((
+            GatewayLimits {
+                bootstrap_bytes_per_sec_max: 0,
+                ..GatewayLimits::default()
+            },
+            LimitsError::Zero {
+                name: "bootstrap_bytes_per_sec_max",
+            },
+        ));
         for (limits, expected) in cases {
             assert_eq!(limits.validate(), Err(expected));
         }

@@ -1,49 +1,85 @@
 //! The delegator: the sending half of one source → target link (one per target site).
 //!
-//! Sans-IO. Inputs: [`Delegator::handle_record`] (committed records, per partition in `seq`
+//! Sans-IO. Inputs: [`Delegator::handle_records`] (committed records, per partition in `seq`
 //! order), [`Delegator::handle_ack`] / [`Delegator::handle_hello_ack`] (from the target),
 //! [`Delegator::handle_connected`] / [`Delegator::handle_disconnected`] (link state) and
 //! [`Delegator::handle_timeout`] (when [`Delegator::poll_timeout`] says). Outputs:
 //! [`Delegator::poll_transmit`] (messages to send, in order).
 //!
 //! - Every record whose origin is not the target is kept in the [`RecordStore`] until the
-//!   target acknowledges it; acknowledgements are per-partition cursors.
+//!   target acknowledges it; acknowledgements are per-partition cursors. Each call of
+//!   `handle_records` is one store append (one write, at most one fsync for the durable
+//!   [`BacklogStore`]).
 //! - Batches close at `batch_records_max` records, `batch_bytes_max` bytes, or when their oldest
 //!   record has waited `batch_wait_ms_max` since it was handed in.
 //! - Flow control: at most `inflight_batches_max` batches / `inflight_bytes_max` bytes sent and
 //!   unacknowledged; beyond that nothing is emitted ([`Delegator::is_blocked`]) and the backlog
-//!   grows ([`Delegator::backlog_bytes`]); the shell applies its overflow policy above
-//!   `backlog_bytes_max` ([`Delegator::is_over_backlog_cap`]).
+//!   grows ([`Delegator::backlog_bytes`]).
 //! - On (re)connect everything unacknowledged is sent again, in order, after a [`Hello`]. If the
 //!   oldest in-flight batch waits `ack_timeout_ms` for its ack, the same happens (go-back-N).
 //! - Each record carries `prev_seq`, the previous record shipped in its partition, so the sink
 //!   can tell filtered-out records (origin = target) from lost ones.
 //!
+//! # The byte cap
+//!
+//! The store owns it (for [`BacklogStore`]: `BacklogConfig::backlog_bytes_max` and its
+//! `overflow_policy`). Under `BlockWrites` a full store refuses the batch
+//! ([`StoreError::Full`]): nothing is taken, [`Delegator::is_write_blocked`] turns on until an
+//! acknowledgement frees records, and the shell blocks local writes and feeds the same records
+//! again later (from [`Delegator::resume_after`]). Under `DropAndRepair` the store drops what
+//! it held, the delegator reports it ([`Intake::overflow`], stats), marks every partition that
+//! lost records for repair, and the durable target-wide mark
+//! ([`Delegator::target_repair_mark`]) stays until the repair driver clears it.
+//!
 //! # Holes that cannot be resent
 //!
 //! If the target turns out to be behind what can still be resent (its [`HelloAck`] cursor is
-//! below what it had acknowledged, e.g. it lost state), or the input skipped sequence numbers,
-//! or a record is too large for a frame, the partition is marked for repair
-//! ([`Delegator::repair_needed`]; anti-entropy fills the hole) and the live stream continues:
-//! the next record is sent with `prev_seq` rebased to the target's cursor. Never silent.
+//! below what it had acknowledged, e.g. it lost state), or the store lost records (overflow
+//! drop, damaged segment), or the input skipped sequence numbers, or a record is too large for
+//! a frame, the partition is marked for repair ([`Delegator::repair_needed`]; anti-entropy
+//! fills the hole) and the live stream continues: the next record is sent with `prev_seq`
+//! rebased onto what the target holds (see `stream.rs`). Never silent.
+//!
+//! # Restart
+//!
+//! [`Delegator::with_store`] on a reopened [`BacklogStore`] rebuilds every partition's stream
+//! from what the store recovered; the shell feeds each partition's change log from
+//! [`Delegator::resume_after`] on (records the store lost in a torn tail are fed again).
+//!
+//! # Store failures
+//!
+//! A store that fails (I/O error, poisoned backlog) stops the delegator:
+//! [`Delegator::failure`] says why, nothing more is sent, and the shell reopens the store
+//! (which recovers) and builds a new delegator on it.
+mod backlog_store;
+mod send;
 mod store;
+mod stream;
 
+#[cfg(test)]
+mod durable_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 pub(crate) use tests::support as tests_support;
 
-pub use store::{MemoryStore, ReadBatch, RecordStore, Released};
+pub use backlog_store::{BacklogStore, PAYLOAD_OVERHEAD_BYTES_MAX};
+pub use store::{
+    Appended, Dropped, MemoryStore, NewWanRecord, ReadBatch, RecordStore, RecoveredStream,
+    Released, StoreError,
+};
 
+use crate::backlog::{BacklogConfig, RecoveryReport, SegmentStorage};
 use crate::handshake::{HandshakeError, check_agreed_version};
-use crate::limits::{BATCH_OVERHEAD_BYTES_MAX, GatewayLimits};
-use crate::wire::{Ack, Batch, Hello, HelloAck, Message, PROTOCOL_VERSION, WanRecord};
+use crate::limits::GatewayLimits;
+use crate::wire::{Ack, Hello, HelloAck, Message, PROTOCOL_VERSION, WanRecord};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use stream::Stream;
 use tern_conflict::SiteId;
 use tern_node::core::keyspace::PartitionId;
 
-/// Why [`Delegator::handle_record`] did not simply take a record. Each is counted in
-/// [`DelegatorStats`]; none stops the stream.
+/// Why [`Delegator::handle_records`] did not simply take a record. Each is counted in
+/// [`DelegatorStats`]; none but `Store` stops the stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     #[error("{partition} record seq {seq} is not after seq {last_seen} already taken: ignored")]
@@ -71,12 +107,29 @@ pub enum RecordError {
         bytes: u64,
         max: u64,
     },
+    /// The store refused or failed: nothing of the call was taken.
+    #[error("record not taken: {0}")]
+    Store(StoreError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
     #[error("ack for the stream of {got} reached the delegator of {expected}")]
     WrongSource { expected: SiteId, got: SiteId },
+}
+
+/// What [`Delegator::handle_records`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "an intake can report an overflow drop; log or count it"]
+pub struct Intake {
+    /// Records taken (shipped later or filtered).
+    pub taken: usize,
+    /// Records kept in the store for the target.
+    pub stored: usize,
+    /// Records not taken as they were (stale, gap, too large); the stream goes on.
+    pub notices: Vec<RecordError>,
+    /// The store passed its cap under `DropAndRepair` and dropped what it held.
+    pub overflow: Option<Dropped>,
 }
 
 /// Counters and gauges for metrics (`tern_wan_*`).
@@ -101,47 +154,16 @@ pub struct DelegatorStats {
     pub ack_cursors_invalid_total: u64,
     /// Partitions newly marked for repair.
     pub repairs_marked_total: u64,
-    /// Milliseconds from handing in the newest record freed by the latest ack to that ack.
+    /// Records sent with `prev_seq` rebased over records the target will never get.
+    pub holes_total: u64,
+    /// Appends refused because the store was full (`BlockWrites`).
+    pub store_full_total: u64,
+    /// Overflow drops (`DropAndRepair`) and the records they dropped.
+    pub overflow_drops_total: u64,
+    pub records_dropped_total: u64,
+    /// Milliseconds from handing in the newest record of the latest fully acknowledged batch
+    /// to that acknowledgement.
     pub ack_lag_ms_last: Option<u64>,
-}
-
-/// Per-partition stream state.
-#[derive(Clone, Copy, Debug)]
-struct Stream {
-    /// Highest seq handed in (shipped or filtered).
-    last_seen: u64,
-    /// Highest seq shipped (or, before any, the seq the stream starts after): the next shipped
-    /// record's `prev_seq`.
-    last_shipped: u64,
-    /// Highest seq the target acknowledged (or that the stream starts after).
-    acked: u64,
-    /// `acked` when the current connection started: a [`HelloAck`] cursor below it means the
-    /// target lost records it had acknowledged. (Acks of this connection may overtake the
-    /// `HelloAck` on a reordering network, so `acked` itself cannot be the yardstick.)
-    acked_at_connect: u64,
-    /// Rebase of `prev_seq` after a hole that cannot be resent (see the module docs).
-    resync: Option<Resync>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Resync {
-    from: u64,
-    to: u64,
-}
-
-impl Stream {
-    /// A stream whose first record is `first_seq`: the target is assumed to hold everything
-    /// before it (checked against its [`HelloAck`]).
-    fn starting_at(first_seq: u64) -> Self {
-        let before = first_seq.saturating_sub(1);
-        Self {
-            last_seen: before,
-            last_shipped: before,
-            acked: before,
-            acked_at_connect: before,
-            resync: None,
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -150,6 +172,7 @@ struct SentBatch {
     bytes: u64,
     /// Per partition, the highest seq in the batch: the batch is done once all are acked.
     last_seqs: Vec<(PartitionId, u64)>,
+    newest_enqueued_at_ms: Option<u64>,
 }
 
 /// The sending half of the link to one target site.
@@ -167,11 +190,17 @@ pub struct Delegator<S: RecordStore = MemoryStore> {
     send_position: u64,
     unsent_records: u64,
     unsent_bytes: u64,
+    /// When the oldest unsent record was handed in (a lower bound after partial reads; 0
+    /// after a rewind: resends are due at once).
+    unsent_since_ms: Option<u64>,
     next_batch_id: u64,
     inflight: VecDeque<SentBatch>,
     inflight_bytes: u64,
     outbox: VecDeque<Message>,
     repair_needed: BTreeSet<PartitionId>,
+    /// The store refused an append for lack of room; cleared when an ack frees records.
+    write_blocked: bool,
+    failure: Option<StoreError>,
     stats: DelegatorStats,
 }
 
@@ -182,25 +211,53 @@ impl Delegator<MemoryStore> {
     }
 }
 
+impl<S: SegmentStorage> Delegator<BacklogStore<S>> {
+    /// Open the durable backlog on `storage` (recovering from a crash) and build the
+    /// delegator on it, streams restored. The report says what recovery found.
+    pub fn open(
+        local: SiteId,
+        target: SiteId,
+        limits: GatewayLimits,
+        storage: S,
+        config: BacklogConfig,
+    ) -> Result<(Self, RecoveryReport), StoreError> {
+        let (store, report) = BacklogStore::open(storage, config)?;
+        Ok((Self::with_store(local, target, limits, store), report))
+    }
+}
+
 impl<S: RecordStore> Delegator<S> {
-    /// As [`Delegator::new`], keeping unacknowledged records in `store` (which must be empty).
+    /// As [`Delegator::new`], keeping unacknowledged records in `store`. A reopened durable
+    /// store brings its streams back: each partition resumes above
+    /// [`Self::resume_after`], its unacknowledged records are sent again on connect, and a
+    /// target-wide repair mark the store holds stays ([`Self::target_repair_mark`]).
     pub fn with_store(local: SiteId, target: SiteId, limits: GatewayLimits, store: S) -> Self {
+        let streams = store
+            .recovered_streams()
+            .iter()
+            .map(|found| (found.partition, Stream::recovered(found)))
+            .collect();
+        let unsent_records = store.records();
+        let unsent_bytes = store.bytes();
         Self {
             local,
             target,
             limits,
             store,
-            streams: BTreeMap::new(),
+            streams,
             connected: false,
             answered: false,
             send_position: 0,
-            unsent_records: 0,
-            unsent_bytes: 0,
+            unsent_records,
+            unsent_bytes,
+            unsent_since_ms: (unsent_records > 0).then_some(0),
             next_batch_id: 1,
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             outbox: VecDeque::new(),
             repair_needed: BTreeSet::new(),
+            write_blocked: false,
+            failure: None,
             stats: DelegatorStats::default(),
         }
     }
@@ -209,64 +266,83 @@ impl<S: RecordStore> Delegator<S> {
         self.target
     }
 
-    /// Take one committed record. Per partition, records must come in `seq` order; the first
-    /// record of a partition sets where its stream starts. `record.prev_seq` is ignored and
-    /// assigned here.
-    pub fn handle_record(&mut self, mut record: WanRecord, now_ms: u64) -> Result<(), RecordError> {
-        let partition = record.partition;
-        let stream = self
-            .streams
-            .entry(partition)
-            .or_insert_with(|| Stream::starting_at(record.seq));
-        if record.seq <= stream.last_seen {
-            self.stats.stale_records_total += 1;
-            return Err(RecordError::Stale {
-                partition,
-                seq: record.seq,
-                last_seen: stream.last_seen,
-            });
+    /// Take one committed record (see [`Self::handle_records`]; prefer it, one store append per
+    /// call).
+    pub fn handle_record(&mut self, record: WanRecord, now_ms: u64) -> Result<(), RecordError> {
+        match self.handle_records([record], now_ms) {
+            Ok(mut intake) => match intake.notices.pop() {
+                Some(notice) => Err(notice),
+                None => Ok(()),
+            },
+            Err(error) => Err(RecordError::Store(error)),
         }
-        let expected = stream.last_seen + 1;
-        stream.last_seen = record.seq;
-        let gap = (record.seq != expected).then_some(RecordError::Gap {
-            partition,
-            expected,
-            got: record.seq,
-        });
-        if record.origin == self.target {
-            self.stats.records_filtered_total += 1;
+    }
+
+    /// Take committed records, in one store append. Per partition, records must come in `seq`
+    /// order; the first record of a new partition sets where its stream starts.
+    /// `record.prev_seq` is ignored and assigned here.
+    ///
+    /// All or nothing towards the store: on `Err` nothing was taken (streams unchanged) and
+    /// the shell feeds the same records again later. `Err(StoreError::Full)` is backpressure
+    /// ([`Self::is_write_blocked`]); `Failed` stops the delegator ([`Self::failure`]).
+    pub fn handle_records(
+        &mut self,
+        records: impl IntoIterator<Item = WanRecord>,
+        now_ms: u64,
+    ) -> Result<Intake, StoreError> {
+        if let Some(failure) = &self.failure {
+            return Err(failure.clone());
+        }
+        let staged = self.stage(records);
+        let appended = if staged.to_store.is_empty() {
+            Appended::default()
         } else {
-            record.prev_seq = stream.last_shipped;
-            // Serializing to a size counter cannot fail for these types; treat a failure as
-            // oversized rather than panic.
-            let bytes =
-                postcard::experimental::serialized_size(&record).map_or(u64::MAX, |n| n as u64);
-            let max = self.limits.record_bytes_max() as u64;
-            if bytes > max {
-                self.stats.oversized_records_total += 1;
-                self.mark_repair(partition);
-                return Err(RecordError::TooLarge {
-                    partition,
-                    seq: record.seq,
-                    bytes,
-                    max,
-                });
+            match self.store.append(&staged.to_store, now_ms) {
+                Ok(appended) => appended,
+                Err(error) => {
+                    match &error {
+                        StoreError::Full { .. } => {
+                            self.write_blocked = true;
+                            self.stats.store_full_total += 1;
+                        }
+                        StoreError::Failed { .. } => self.fail(error.clone()),
+                    }
+                    return Err(error);
+                }
             }
-            stream.last_shipped = record.seq;
-            self.store.append(record, bytes, now_ms);
-            self.unsent_records += 1;
-            self.unsent_bytes += bytes;
-            self.stats.records_enqueued_total += 1;
-        }
-        self.drive(now_ms);
-        match gap {
-            Some(error) => {
-                self.stats.gaps_total += 1;
-                self.mark_repair(partition);
-                Err(error)
+        };
+        Ok(self.commit(staged, appended, now_ms))
+    }
+
+    /// Establish `partition`'s stream from a bootstrap snapshot taken when its change log
+    /// stood at `snapshot_seq`: the shell then feeds records after `snapshot_seq`, and the
+    /// target gets everything up to it from the snapshot (its copy below needs no repair).
+    /// Returns false, changing nothing, if the stream already went past `snapshot_seq`.
+    pub fn start_after_snapshot(&mut self, partition: PartitionId, snapshot_seq: u64) -> bool {
+        match self.streams.get_mut(&partition) {
+            Some(stream) if stream.last_seen >= snapshot_seq => false,
+            Some(stream) => {
+                // Records in between are in the snapshot; the chain continues from the last
+                // one shipped, which the sink accepts whatever it holds.
+                stream.last_seen = snapshot_seq;
+                stream.snapshot_floor = Some(snapshot_seq);
+                true
             }
-            None => Ok(()),
+            None => {
+                self.streams
+                    .insert(partition, Stream::after_snapshot(snapshot_seq));
+                true
+            }
         }
+    }
+
+    /// The seq after which the shell feeds `partition`'s change log (`None`: from where it
+    /// stands now; the first record fed starts the stream).
+    pub fn resume_after(&self, partition: PartitionId) -> Option<u64> {
+        self.streams
+            .get(&partition)
+            .map(|s| s.last_seen)
+            .or_else(|| self.store.last_appended(partition))
     }
 
     /// The link to the target is up: greet it and send everything unacknowledged, in order.
@@ -277,13 +353,17 @@ impl<S: RecordStore> Delegator<S> {
             stream.acked_at_connect = stream.acked;
         }
         self.outbox.clear();
-        self.outbox.push_back(Message::Hello(Hello {
+        self.outbox.push_back(self.hello());
+        self.rewind();
+        self.drive(now_ms);
+    }
+
+    fn hello(&self) -> Message {
+        Message::Hello(Hello {
             site: self.local,
             target: self.target,
             protocol_version: PROTOCOL_VERSION,
-        }));
-        self.rewind();
-        self.drive(now_ms);
+        })
     }
 
     /// The link is down: nothing is sent until [`Self::handle_connected`]; records keep
@@ -305,12 +385,12 @@ impl<S: RecordStore> Delegator<S> {
             });
         }
         check_agreed_version(ack.protocol_version)?;
-        if self.answered || !self.connected {
+        if self.answered || !self.connected || self.failure.is_some() {
             return Ok(());
         }
         self.answered = true;
         let cursors: BTreeMap<PartitionId, u64> = ack.cursors.into_iter().collect();
-        let mut rebased = false;
+        let mut lowered = false;
         let partitions: Vec<PartitionId> = self.streams.keys().copied().collect();
         for partition in partitions {
             let cursor = cursors.get(&partition).copied().unwrap_or(0);
@@ -318,23 +398,24 @@ impl<S: RecordStore> Delegator<S> {
                 continue;
             };
             if cursor < stream.acked_at_connect {
-                stream.resync = Some(Resync {
-                    from: stream.acked,
-                    to: cursor,
-                });
-                rebased = true;
-                self.mark_repair(partition);
+                // The target lost records it had acknowledged: continue from what it holds.
+                stream.target_has = cursor;
+                lowered = true;
+                if !stream.snapshot_covers(stream.acked_at_connect) {
+                    self.mark_repair(partition);
+                }
             } else {
-                self.advance_ack(partition, cursor, now_ms);
+                self.advance_ack(partition, cursor);
             }
         }
         self.stats.ack_cursors_invalid_total += cursors
             .keys()
             .filter(|p| !self.streams.contains_key(p))
             .count() as u64;
-        self.complete_batches();
-        if rebased && self.connected {
-            // Batches sent before this answer carry the old `prev_seq`; send them again.
+        self.complete_batches(now_ms);
+        if lowered && self.connected {
+            // Batches sent before this answer carry a `prev_seq` the target cannot continue
+            // from; send them again.
             self.rewind();
         }
         self.drive(now_ms);
@@ -350,25 +431,43 @@ impl<S: RecordStore> Delegator<S> {
                 got: ack.source,
             });
         }
+        if self.failure.is_some() {
+            return Ok(());
+        }
         for (partition, cursor) in ack.cursors {
             if self.streams.contains_key(&partition) {
-                self.advance_ack(partition, cursor, now_ms);
+                self.advance_ack(partition, cursor);
             } else {
                 self.stats.ack_cursors_invalid_total += 1;
             }
         }
-        self.complete_batches();
+        self.complete_batches(now_ms);
         self.drive(now_ms);
         Ok(())
     }
 
     /// Call at (or after) the time [`Self::poll_timeout`] returned.
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        if self.failure.is_some() {
+            return;
+        }
+        if self.store.next_tick_ms().is_some_and(|due| now_ms >= due)
+            && let Err(error) = self.store.tick(now_ms)
+        {
+            self.fail(error);
+            return;
+        }
         if self.connected {
             let oldest_sent = self.inflight.iter().map(|b| b.sent_at_ms).min();
             if oldest_sent.is_some_and(|at| now_ms >= at.saturating_add(self.limits.ack_timeout_ms))
             {
                 self.stats.ack_timeouts_total += 1;
+                if !self.answered {
+                    // Our Hello or its answer was lost: without the target's cursors the
+                    // stream may not continue (a target that lost state holds every batch
+                    // as a gap), so greet again; the sink answers every Hello.
+                    self.outbox.push_back(self.hello());
+                }
                 self.rewind();
             }
         }
@@ -381,14 +480,18 @@ impl<S: RecordStore> Delegator<S> {
     }
 
     /// When [`Self::handle_timeout`] must next be called, if anything is waiting on time: the
-    /// oldest unsent record's batching deadline, or the oldest in-flight batch's ack deadline.
+    /// oldest unsent record's batching deadline, the oldest in-flight batch's ack deadline, or
+    /// the store's next fsync / cursor persistence.
     pub fn poll_timeout(&self) -> Option<u64> {
-        if !self.connected {
+        if self.failure.is_some() {
             return None;
         }
+        let store_due = self.store.next_tick_ms();
+        if !self.connected {
+            return store_due;
+        }
         let batch_due = if self.unsent_records > 0 && !self.window_full() {
-            self.store
-                .enqueued_at_from(self.send_position)
+            self.unsent_since_ms
                 .map(|at| at.saturating_add(self.limits.batch_wait_ms_max))
         } else {
             None
@@ -398,10 +501,7 @@ impl<S: RecordStore> Delegator<S> {
             .iter()
             .map(|b| b.sent_at_ms.saturating_add(self.limits.ack_timeout_ms))
             .min();
-        match (batch_due, ack_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [batch_due, ack_due, store_due].into_iter().flatten().min()
     }
 
     /// Flow control: the in-flight window is full, so nothing more is sent until acks arrive.
@@ -409,13 +509,21 @@ impl<S: RecordStore> Delegator<S> {
         self.window_full()
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.connected
+    /// Backpressure: the store refused records for lack of room (`BlockWrites`). The shell
+    /// blocks local writes to the target's partitions until this clears (an acknowledgement
+    /// freed records), then feeds the refused records again.
+    pub fn is_write_blocked(&self) -> bool {
+        self.write_blocked
     }
 
-    /// The backlog is above `backlog_bytes_max`: the shell must apply its overflow policy.
-    pub fn is_over_backlog_cap(&self) -> bool {
-        self.store.bytes() > self.limits.backlog_bytes_max
+    /// Why the delegator stopped, if its store failed. Reopen the store and build a new
+    /// delegator on it.
+    pub fn failure(&self) -> Option<&StoreError> {
+        self.failure.as_ref()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
     }
 
     /// Unacknowledged records (sent or not).
@@ -446,146 +554,48 @@ impl<S: RecordStore> Delegator<S> {
         self.repair_needed.iter().copied()
     }
 
+    /// Mark `partition` for repair (e.g. the shell could not feed it: change log truncated).
+    pub fn mark_repair(&mut self, partition: PartitionId) {
+        if self.repair_needed.insert(partition) {
+            self.stats.repairs_marked_total += 1;
+        }
+    }
+
     /// Repair of `partition` finished (called by the anti-entropy driver).
     pub fn clear_repair(&mut self, partition: PartitionId) {
         self.repair_needed.remove(&partition);
+    }
+
+    /// The durable target-wide repair mark's generation (overflow drop, damaged segment, lost
+    /// tail): every partition of the target needs repair.
+    pub fn target_repair_mark(&self) -> Option<u64> {
+        self.store.repair_mark()
+    }
+
+    /// Every partition was repaired for mark `generation`: clear it (durably). False if a
+    /// newer cause arrived meanwhile (repair again).
+    pub fn clear_target_repair(&mut self, generation: u64) -> Result<bool, StoreError> {
+        let cleared = self.store.clear_repair_mark(generation);
+        if let Err(error) = &cleared {
+            self.fail(error.clone());
+        }
+        cleared
     }
 
     pub fn stats(&self) -> &DelegatorStats {
         &self.stats
     }
 
-    // --- internals ---
-
-    fn window_full(&self) -> bool {
-        self.inflight.len() >= self.limits.inflight_batches_max
-            || self.inflight_bytes >= self.limits.inflight_bytes_max as u64
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
-    fn mark_repair(&mut self, partition: PartitionId) {
-        if self.repair_needed.insert(partition) {
-            self.stats.repairs_marked_total += 1;
-        }
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
     }
 
-    /// Forget what was sent on this connection: everything unacknowledged goes out again.
-    fn rewind(&mut self) {
-        if self.send_position > 0 || !self.inflight.is_empty() {
-            self.stats.resends_total += 1;
-        }
-        self.send_position = 0;
-        self.unsent_records = self.store.records();
-        self.unsent_bytes = self.store.bytes();
-        self.inflight.clear();
-        self.inflight_bytes = 0;
-    }
-
-    fn advance_ack(&mut self, partition: PartitionId, cursor: u64, now_ms: u64) {
-        let Some(stream) = self.streams.get_mut(&partition) else {
-            return;
-        };
-        if cursor > stream.last_shipped {
-            // The target claims records we never had: trusting it could free records it does
-            // not hold. Ignore it; resends are deduplicated.
-            self.stats.ack_cursors_invalid_total += 1;
-            return;
-        }
-        if cursor <= stream.acked {
-            return;
-        }
-        stream.acked = cursor;
-        if stream.resync.is_some_and(|r| cursor > r.from) {
-            stream.resync = None;
-        }
-        let released = self
-            .store
-            .release_through(partition, cursor, self.send_position);
-        self.unsent_records = self.unsent_records.saturating_sub(released.unsent_records);
-        self.unsent_bytes = self.unsent_bytes.saturating_sub(released.unsent_bytes);
-        self.stats.records_acked_total += released.records;
-        if let Some(at) = released.newest_enqueued_at_ms {
-            self.stats.ack_lag_ms_last = Some(now_ms.saturating_sub(at));
-        }
-    }
-
-    /// Drop in-flight batches whose records are all acknowledged.
-    fn complete_batches(&mut self) {
-        let streams = &self.streams;
-        let mut freed = 0;
-        self.inflight.retain(|batch| {
-            let done = batch
-                .last_seqs
-                .iter()
-                .all(|(p, seq)| streams.get(p).is_some_and(|s| s.acked >= *seq));
-            if done {
-                freed += batch.bytes;
-            }
-            !done
-        });
-        self.inflight_bytes = self.inflight_bytes.saturating_sub(freed);
-    }
-
-    /// Emit every batch that is due and fits the window.
-    fn drive(&mut self, now_ms: u64) {
-        while self.connected && self.unsent_records > 0 && !self.window_full() {
-            let full = self.unsent_records >= self.limits.batch_records_max as u64
-                || self.unsent_bytes >= self.limits.batch_bytes_max as u64;
-            if !full {
-                let due = self
-                    .store
-                    .enqueued_at_from(self.send_position)
-                    .is_some_and(|at| now_ms >= at.saturating_add(self.limits.batch_wait_ms_max));
-                if !due {
-                    return;
-                }
-            }
-            if !self.send_batch(now_ms) {
-                return;
-            }
-        }
-    }
-
-    /// Send one batch from `send_position`; false if there was nothing to read.
-    fn send_batch(&mut self, now_ms: u64) -> bool {
-        let read = self.store.read_from(
-            self.send_position,
-            self.limits.batch_records_max,
-            self.limits.batch_bytes_max as u64,
-        );
-        if read.records.is_empty() {
-            // The counters disagree with the store; trust the store.
-            self.unsent_records = 0;
-            self.unsent_bytes = 0;
-            return false;
-        }
-        let mut records = read.records;
-        let mut last_seqs: BTreeMap<PartitionId, u64> = BTreeMap::new();
-        for record in &mut records {
-            let resync = self.streams.get(&record.partition).and_then(|s| s.resync);
-            if let Some(resync) = resync.filter(|r| r.from == record.prev_seq) {
-                record.prev_seq = resync.to;
-            }
-            last_seqs.insert(record.partition, record.seq);
-        }
-        let count = records.len() as u64;
-        self.send_position = read.next_position;
-        self.unsent_records = self.unsent_records.saturating_sub(count);
-        self.unsent_bytes = self.unsent_bytes.saturating_sub(read.bytes);
-        let batch_id = self.next_batch_id;
-        self.next_batch_id += 1;
-        self.inflight.push_back(SentBatch {
-            sent_at_ms: now_ms,
-            bytes: read.bytes + BATCH_OVERHEAD_BYTES_MAX as u64,
-            last_seqs: last_seqs.into_iter().collect(),
-        });
-        self.inflight_bytes += read.bytes + BATCH_OVERHEAD_BYTES_MAX as u64;
-        self.stats.batches_sent_total += 1;
-        self.stats.records_shipped_total += count;
-        self.outbox.push_back(Message::Batch(Batch {
-            source: self.local,
-            batch_id,
-            records,
-        }));
-        true
+    /// Give the store back (to reopen a durable one after a failure).
+    pub fn into_store(self) -> S {
+        self.store
     }
 }

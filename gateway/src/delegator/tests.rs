@@ -350,20 +350,3 @@ fn acks_and_answers_from_the_wrong_site_are_refused() {
         Err(HandshakeError::UnsupportedProtocol { offered: 0 })
     ));
 }
-
-#[test]
-fn the_backlog_cap_is_reported_not_enforced() {
-    let mut d = Delegator::new(
-        LOCAL,
-        TARGET,
-        GatewayLimits {
-            backlog_bytes_max: 100,
-            ..limits()
-        },
-    );
-    for seq in 1..=10 {
-        assert_eq!(d.handle_record(record(LOCAL, 0, seq, 8), 0), Ok(()));
-    }
-    assert_eq!(d.backlog_records(), 10);
-    assert!(d.is_over_backlog_cap());
-}

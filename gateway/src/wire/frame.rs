@@ -1,6 +1,10 @@
 //! The frame envelope: `b"TRNW"` · format version (u16 LE) · kind (u8) · payload length (u32 LE)
 //! · postcard payload. Encoding and one-shot decoding of a single frame.
 use super::message::{Ack, Batch, Hello, HelloAck, Message, MessageKind};
+use super::sync::{
+    DigestReply, DigestRequest, RangeEntries, RangeRequest, SnapshotAck, SnapshotChunk,
+    SnapshotRequest,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -134,6 +138,13 @@ fn write_frame(
         Message::HelloAck(m) => append_payload(m, out),
         Message::Batch(m) => append_payload(m, out),
         Message::Ack(m) => append_payload(m, out),
+        Message::DigestRequest(m) => append_payload(m, out),
+        Message::DigestReply(m) => append_payload(m, out),
+        Message::RangeRequest(m) => append_payload(m, out),
+        Message::RangeEntries(m) => append_payload(m, out),
+        Message::SnapshotRequest(m) => append_payload(m, out),
+        Message::SnapshotChunk(m) => append_payload(m, out),
+        Message::SnapshotAck(m) => append_payload(m, out),
     };
     written.map_err(|source| EncodeError::Payload { kind, source })?;
     let frame_bytes = out.len() - start;
@@ -157,6 +168,26 @@ fn append_payload<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), post
     let buffer = std::mem::take(out);
     *out = postcard::to_extend(value, buffer)?;
     Ok(())
+}
+
+/// The size `message` encodes to (header included), without encoding it.
+pub fn encoded_len(message: &Message) -> usize {
+    use postcard::experimental::serialized_size;
+    let payload = match message {
+        Message::Hello(m) => serialized_size(m),
+        Message::HelloAck(m) => serialized_size(m),
+        Message::Batch(m) => serialized_size(m),
+        Message::Ack(m) => serialized_size(m),
+        Message::DigestRequest(m) => serialized_size(m),
+        Message::DigestReply(m) => serialized_size(m),
+        Message::RangeRequest(m) => serialized_size(m),
+        Message::RangeEntries(m) => serialized_size(m),
+        Message::SnapshotRequest(m) => serialized_size(m),
+        Message::SnapshotChunk(m) => serialized_size(m),
+        Message::SnapshotAck(m) => serialized_size(m),
+    };
+    // Sizing into a counter cannot fail for these types; a failure would read as huge.
+    HEADER_BYTES.saturating_add(payload.unwrap_or(usize::MAX))
 }
 
 /// Decode exactly one frame occupying all of `bytes`.
@@ -213,6 +244,23 @@ pub fn decode_payload(kind: MessageKind, payload: &[u8]) -> Result<Message, Wire
         MessageKind::HelloAck => Message::HelloAck(take_all::<HelloAck>(kind, payload)?),
         MessageKind::Batch => Message::Batch(take_all::<Batch>(kind, payload)?),
         MessageKind::Ack => Message::Ack(take_all::<Ack>(kind, payload)?),
+        MessageKind::DigestRequest => {
+            Message::DigestRequest(take_all::<DigestRequest>(kind, payload)?)
+        }
+        MessageKind::DigestReply => Message::DigestReply(take_all::<DigestReply>(kind, payload)?),
+        MessageKind::RangeRequest => {
+            Message::RangeRequest(take_all::<RangeRequest>(kind, payload)?)
+        }
+        MessageKind::RangeEntries => {
+            Message::RangeEntries(take_all::<RangeEntries>(kind, payload)?)
+        }
+        MessageKind::SnapshotRequest => {
+            Message::SnapshotRequest(take_all::<SnapshotRequest>(kind, payload)?)
+        }
+        MessageKind::SnapshotChunk => {
+            Message::SnapshotChunk(take_all::<SnapshotChunk>(kind, payload)?)
+        }
+        MessageKind::SnapshotAck => Message::SnapshotAck(take_all::<SnapshotAck>(kind, payload)?),
     })
 }
 

@@ -9,13 +9,17 @@
 //! so a sender only uses kinds introduced at or below the `protocol_version` agreed in
 //! [`Hello`]/[`HelloAck`]. Numbers 5–15 are reserved for bootstrap (snapshot request, chunk,
 //! done) and Merkle anti-entropy (digest request, digests, repair).
+use super::sync::{
+    DigestReply, DigestRequest, RangeEntries, RangeRequest, SYNC_PROTOCOL_VERSION, SnapshotAck,
+    SnapshotChunk, SnapshotRequest,
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tern_conflict::{SiteId, Versioned};
 use tern_node::core::keyspace::PartitionId;
 
 /// Protocol version this build speaks (semantics of the message kinds).
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Oldest protocol version this build still accepts from a peer.
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
 
@@ -27,18 +31,42 @@ pub enum MessageKind {
     HelloAck = 2,
     Batch = 3,
     Ack = 4,
+    DigestRequest = 5,
+    DigestReply = 6,
+    RangeRequest = 7,
+    RangeEntries = 8,
+    SnapshotRequest = 9,
+    SnapshotChunk = 10,
+    SnapshotAck = 11,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 4] = [
+    pub const ALL: [MessageKind; 11] = [
         MessageKind::Hello,
         MessageKind::HelloAck,
         MessageKind::Batch,
         MessageKind::Ack,
+        MessageKind::DigestRequest,
+        MessageKind::DigestReply,
+        MessageKind::RangeRequest,
+        MessageKind::RangeEntries,
+        MessageKind::SnapshotRequest,
+        MessageKind::SnapshotChunk,
+        MessageKind::SnapshotAck,
     ];
 
     pub fn from_byte(byte: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| *kind as u8 == byte)
+    }
+
+    /// The protocol version that introduced this kind: send it only on links whose agreed
+    /// version is at least this.
+    pub fn introduced_in(self) -> u16 {
+        if (self as u8) < MessageKind::DigestRequest as u8 {
+            1
+        } else {
+            SYNC_PROTOCOL_VERSION
+        }
     }
 }
 
@@ -115,6 +143,13 @@ pub enum Message {
     HelloAck(HelloAck),
     Batch(Batch),
     Ack(Ack),
+    DigestRequest(DigestRequest),
+    DigestReply(DigestReply),
+    RangeRequest(RangeRequest),
+    RangeEntries(RangeEntries),
+    SnapshotRequest(SnapshotRequest),
+    SnapshotChunk(SnapshotChunk),
+    SnapshotAck(SnapshotAck),
 }
 
 impl Message {
@@ -124,6 +159,13 @@ impl Message {
             Message::HelloAck(_) => MessageKind::HelloAck,
             Message::Batch(_) => MessageKind::Batch,
             Message::Ack(_) => MessageKind::Ack,
+            Message::DigestRequest(_) => MessageKind::DigestRequest,
+            Message::DigestReply(_) => MessageKind::DigestReply,
+            Message::RangeRequest(_) => MessageKind::RangeRequest,
+            Message::RangeEntries(_) => MessageKind::RangeEntries,
+            Message::SnapshotRequest(_) => MessageKind::SnapshotRequest,
+            Message::SnapshotChunk(_) => MessageKind::SnapshotChunk,
+            Message::SnapshotAck(_) => MessageKind::SnapshotAck,
         }
     }
 }

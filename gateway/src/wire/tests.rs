@@ -74,8 +74,152 @@ fn arb_cursors() -> impl Strategy<Value = Vec<(PartitionId, u64)>> {
     proptest::collection::vec((any::<u16>().prop_map(PartitionId), any::<u64>()), 0..8)
 }
 
+fn arb_sync_entries() -> impl Strategy<Value = Vec<SyncEntry>> {
+    proptest::collection::vec(
+        (
+            proptest::collection::vec(any::<u8>(), 0..16),
+            arb_versioned(),
+        )
+            .prop_map(|(key, entry)| SyncEntry {
+                key: Bytes::from(key),
+                entry,
+            }),
+        0..4,
+    )
+}
+
+fn arb_params() -> impl Strategy<Value = DigestParams> {
+    (any::<u64>(), any::<u64>(), any::<u8>(), any::<u8>()).prop_map(
+        |(as_of_ms, tombstone_retention_ms, leaf_bits, fanout_bits)| DigestParams {
+            as_of_ms,
+            tombstone_retention_ms,
+            leaf_bits,
+            fanout_bits,
+        },
+    )
+}
+
+fn arb_digest() -> impl Strategy<Value = Digest> {
+    any::<[u8; 32]>().prop_map(Digest)
+}
+
+/// The repair and bootstrap kinds (protocol version 2).
+fn arb_sync_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (
+            any::<u64>(),
+            any::<u16>(),
+            arb_params(),
+            any::<u8>(),
+            proptest::collection::vec(any::<u64>(), 0..5),
+            proptest::option::of(arb_digest()),
+        )
+            .prop_map(|(session, p, params, level, nodes, root)| {
+                Message::DigestRequest(DigestRequest {
+                    session,
+                    partition: PartitionId(p),
+                    params,
+                    level,
+                    nodes,
+                    root,
+                })
+            }),
+        (
+            any::<u64>(),
+            any::<u16>(),
+            any::<u8>(),
+            proptest::collection::vec(any::<u64>(), 0..3),
+            proptest::collection::vec(arb_digest(), 0..5),
+            any::<bool>(),
+        )
+            .prop_map(|(session, p, level, nodes, hashes, in_sync)| {
+                Message::DigestReply(DigestReply {
+                    session,
+                    partition: PartitionId(p),
+                    level,
+                    nodes,
+                    hashes,
+                    in_sync,
+                })
+            }),
+        (
+            any::<u64>(),
+            any::<u16>(),
+            arb_params(),
+            any::<u32>(),
+            proptest::collection::vec((any::<u64>(), any::<u64>()), 0..3),
+            arb_sync_entries(),
+            any::<bool>(),
+        )
+            .prop_map(|(session, p, params, request, ranges, entries, last)| {
+                Message::RangeRequest(RangeRequest {
+                    session,
+                    partition: PartitionId(p),
+                    params,
+                    request,
+                    ranges: ranges
+                        .into_iter()
+                        .map(|(from, to)| PositionRange { from, to })
+                        .collect(),
+                    entries,
+                    last,
+                })
+            }),
+        (
+            any::<u64>(),
+            any::<u16>(),
+            any::<u32>(),
+            arb_sync_entries(),
+            any::<bool>()
+        )
+            .prop_map(|(session, p, request, entries, done)| {
+                Message::RangeEntries(RangeEntries {
+                    session,
+                    partition: PartitionId(p),
+                    request,
+                    entries,
+                    done,
+                })
+            }),
+        (any::<u64>(), proptest::collection::vec(any::<u16>(), 0..5)).prop_map(
+            |(session, partitions)| Message::SnapshotRequest(SnapshotRequest {
+                session,
+                partitions: partitions.into_iter().map(PartitionId).collect(),
+            })
+        ),
+        (
+            any::<u64>(),
+            any::<u16>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            arb_sync_entries(),
+            any::<bool>(),
+        )
+            .prop_map(|(session, p, snapshot_seq, from, to, entries, last)| {
+                Message::SnapshotChunk(SnapshotChunk {
+                    session,
+                    partition: PartitionId(p),
+                    snapshot_seq,
+                    from,
+                    to,
+                    entries,
+                    last,
+                })
+            }),
+        (any::<u64>(), any::<u16>(), any::<u64>()).prop_map(|(session, p, through)| {
+            Message::SnapshotAck(SnapshotAck {
+                session,
+                partition: PartitionId(p),
+                through,
+            })
+        }),
+    ]
+}
+
 fn arb_message() -> impl Strategy<Value = Message> {
     prop_oneof![
+        arb_sync_message(),
         (any::<u16>(), any::<u16>(), any::<u16>()).prop_map(|(s, t, v)| Message::Hello(Hello {
             site: SiteId(s),
             target: SiteId(t),
@@ -378,8 +522,16 @@ fn golden_frames() {
         },
         committed_at_ms: 1_700_000_000_000,
     };
-    let cases: Vec<(Message, &str)> = vec![
-        (hello(), "54524e5701000103000000010201"),
+    let mut cases: Vec<(Message, &str)> = vec![
+        (
+            // Protocol version 1 spelled out: these bytes pin the format, not the constant.
+            Message::Hello(Hello {
+                site: SiteId(1),
+                target: SiteId(2),
+                protocol_version: 1,
+            }),
+            "54524e5701000103000000010201",
+        ),
         (
             Message::HelloAck(HelloAck {
                 site: SiteId(2),
@@ -413,6 +565,7 @@ fn golden_frames() {
             "54524e5701000403000000010000",
         ),
     ];
+    cases.extend(golden_sync_frames());
     let actual: Vec<String> = cases
         .iter()
         .map(|(message, _)| hex(&encode(message, MAX).unwrap_or_default()))
@@ -426,4 +579,152 @@ fn golden_frames() {
             "golden decodes"
         );
     }
+}
+
+const PARAMS: DigestParams = DigestParams {
+    as_of_ms: 1_000,
+    tombstone_retention_ms: 300,
+    leaf_bits: 16,
+    fanout_bits: 4,
+};
+
+fn golden_entry() -> SyncEntry {
+    SyncEntry {
+        key: Bytes::from_static(b"k"),
+        entry: Versioned {
+            value: Value::Tombstone,
+            version: Version::first(SiteId(2), HlcTimestamp::new(5, 0)),
+            expires_at_ms: Some(7),
+        },
+    }
+}
+
+/// Kinds 5–11 (protocol version 2), field by field.
+#[rustfmt::skip]
+fn golden_sync_frames() -> Vec<(Message, &'static str)> {
+    let digest = Digest([0xab; 32]);
+    let digest_hex = "ab".repeat(32);
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    vec![
+        (
+            Message::DigestRequest(DigestRequest {
+                session: 3,
+                partition: PartitionId(7),
+                params: PARAMS,
+                level: 0,
+                nodes: vec![0],
+                root: Some(digest),
+            }),
+            leak(format!(
+                "{}{}",
+                concat!(
+                    "54524e57", "0100", "05", "2c000000",  // DigestRequest, 44 bytes
+                    "03", "07",                           // session 3, partition 7
+                    "e807", "ac02", "10", "04",           // as_of 1000, retention 300, 16, 4
+                    "00", "0100",                         // level 0, nodes [0]
+                    "01",                                 // root: Some(..)
+                ),
+                digest_hex
+            )),
+        ),
+        (
+            Message::DigestReply(DigestReply {
+                session: 3,
+                partition: PartitionId(7),
+                level: 0,
+                nodes: vec![],
+                hashes: vec![],
+                in_sync: true,
+            }),
+            concat!(
+                "54524e57", "0100", "06", "06000000",
+                "03", "07", "00", "00", "00", "01",      // level 0, no nodes, no hashes, in sync
+            ),
+        ),
+        (
+            Message::RangeRequest(RangeRequest {
+                session: 3,
+                partition: PartitionId(7),
+                params: PARAMS,
+                request: 1,
+                ranges: vec![PositionRange { from: 0, to: 16 }],
+                entries: vec![golden_entry()],
+                last: true,
+            }),
+            concat!(
+                "54524e57", "0100", "07", "19000000",
+                "03", "07", "e807", "ac02", "10", "04",
+                "01", "01", "0010",                      // request 1, ranges [0..16]
+                "01", "016b",                            // 1 entry, key "k"
+                "02", "0500", "02", "010201", "0107",    // tombstone, hlc (5,0), origin 2, vv {2:1}, expires 7
+                "01",                                    // last
+            ),
+        ),
+        (
+            Message::RangeEntries(RangeEntries {
+                session: 3,
+                partition: PartitionId(7),
+                request: 1,
+                entries: vec![],
+                done: true,
+            }),
+            "54524e57010008050000000307010001",
+        ),
+        (
+            Message::SnapshotRequest(SnapshotRequest {
+                session: 9,
+                partitions: vec![PartitionId(1), PartitionId(300)],
+            }),
+            "54524e5701000905000000090201ac02",
+        ),
+        (
+            Message::SnapshotChunk(SnapshotChunk {
+                session: 9,
+                partition: PartitionId(1),
+                snapshot_seq: 42,
+                from: 0,
+                to: 1 << 48,
+                entries: vec![golden_entry()],
+                last: true,
+            }),
+            concat!(
+                "54524e57", "0100", "0a", "18000000",
+                "09", "01", "2a", "00",                  // session, partition, snapshot_seq 42, from 0
+                "80808080808040",                        // to 2^48
+                "01", "016b", "02", "0500", "02", "010201", "0107",
+                "01",
+            ),
+        ),
+        (
+            Message::SnapshotAck(SnapshotAck {
+                session: 9,
+                partition: PartitionId(1),
+                through: 128,
+            }),
+            "54524e5701000b0400000009018001",
+        ),
+    ]
+}
+
+#[test]
+fn kinds_introduced_in_version_2_are_the_sync_kinds() {
+    let v1: Vec<MessageKind> = MessageKind::ALL
+        .into_iter()
+        .filter(|k| k.introduced_in() == 1)
+        .collect();
+    assert_eq!(
+        v1,
+        vec![
+            MessageKind::Hello,
+            MessageKind::HelloAck,
+            MessageKind::Batch,
+            MessageKind::Ack
+        ]
+    );
+    assert!(
+        MessageKind::ALL
+            .into_iter()
+            .all(|k| k.introduced_in() <= PROTOCOL_VERSION)
+    );
+    assert_eq!(MessageKind::from_byte(12), None, "12-15 stay reserved");
 }
