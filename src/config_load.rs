@@ -12,9 +12,9 @@ use tern_node::config::NodeConfig;
 pub const ENV_PREFIX: &str = "TERN_";
 
 /// Environment names under [`ENV_PREFIX`] that belong to clients and tools, not to the node
-/// (e.g. `TERN_URL` for examples/client_usage.rs); without this `deny_unknown_fields` would
-/// refuse to start a node in a shell where they are set.
-const ENV_NOT_FOR_NODE: &[&str] = &["url"];
+/// (e.g. `TERN_URL` for examples/client_usage.rs, `TERN_ADMIN` for `tern status`); without this
+/// `deny_unknown_fields` would refuse to start a node in a shell where they are set.
+const ENV_NOT_FOR_NODE: &[&str] = &["url", "admin"];
 
 /// A configuration the node cannot run with; the binary exits with code 2 on it.
 #[derive(Debug)]
@@ -165,20 +165,33 @@ mod tests {
         assert_eq!(parsed, NodeConfig::default());
     }
 
+    /// Keys unset by default (`Option`s), so the example cannot set them: each must be there
+    /// commented out, as this marker shows.
+    const UNSET_BY_DEFAULT: &[(&str, &str)] = &[
+        ("requirepass", "# requirepass = "),
+        ("admin_listen", "# admin_listen = "),
+        ("cluster", "# [cluster]"),
+    ];
+
     #[test]
     fn example_file_documents_every_key() {
         let documented = keys_of(&Figment::from(Toml::file_exact(EXAMPLE_PATH)));
-        let mut all = keys_of(&defaults());
-        // Unset by default, so it cannot be set in the example; it is there, commented out.
-        all.insert("requirepass".to_owned());
+        let all = keys_of(&defaults());
         let example = std::fs::read_to_string(EXAMPLE_PATH).expect("reading the example");
-        assert!(
-            example.contains("# requirepass = "),
-            "requirepass is documented"
-        );
+        for (key, marker) in UNSET_BY_DEFAULT {
+            assert!(
+                example.contains(marker),
+                "{key} is documented (commented out: {marker:?})"
+            );
+        }
+        let unset = |key: &String| {
+            UNSET_BY_DEFAULT
+                .iter()
+                .any(|(top, _)| key == top || key.starts_with(&format!("{top}.")))
+        };
         let missing: Vec<_> = all
             .difference(&documented)
-            .filter(|key| *key != "requirepass")
+            .filter(|key| !unset(key))
             .collect();
         assert!(missing.is_empty(), "tern.example.toml lacks {missing:?}");
         let unknown: Vec<_> = documented.difference(&all).collect();

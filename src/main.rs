@@ -1,6 +1,10 @@
-//! `tern`: run a grid node (`tern node`) or watch a narrated client session (`tern demo`).
+//! `tern`: run a grid node (`tern node`), watch a narrated client session (`tern demo`), launch
+//! a local site (`tern up`), inspect one (`tern status`, `tern space list-instances`), make
+//! development certificates (`tern certs init`).
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage (clap uses 2 too).
+mod admin_client;
+mod certs_cmd;
 mod cli;
 mod config_load;
 mod demo;
@@ -8,6 +12,9 @@ mod logging;
 mod node_cmd;
 mod node_host;
 mod shutdown;
+mod status_cmd;
+mod up;
+mod views;
 
 use std::process::ExitCode;
 
@@ -26,8 +33,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Node(_) => "info",
-        // The demo's story goes to stdout; only warnings should interleave with it.
-        Command::Demo(_) => "warn",
+        // The demo's story and the CLI's output go to stdout; only warnings interleave.
+        Command::Demo(_)
+        | Command::Certs(_)
+        | Command::Status(_)
+        | Command::Space(_)
+        | Command::Up(_) => "warn",
     };
     if let Err(err) = logging::init(cli.log.as_deref(), default_filter) {
         eprintln!("error: {err:#}");
@@ -36,6 +47,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Node(args) => node_cmd::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Certs(command) => certs_cmd::run(command),
+        Command::Status(args) => status_cmd::status(args),
+        Command::Space(command) => status_cmd::space(command),
+        Command::Up(args) => up::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

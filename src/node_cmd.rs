@@ -18,7 +18,11 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         println!("{LISTENING_PREFIX}{addr}");
         info!(%addr, "tern node listening");
 
-        let signal = signals.recv().await;
+        let stdin_closed = stdin_eof(args.stop_on_stdin_eof);
+        let signal = tokio::select! {
+            signal = signals.recv() => signal,
+            () = stdin_closed => "end of stdin (the supervisor is gone)",
+        };
         info!(
             signal,
             "shutting down: no new connections, finishing requests in flight"
@@ -34,4 +38,36 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Resolves when stdin reaches end of file (or fails), if `enabled`; never otherwise. A plain
+/// thread does the blocking read: tokio's stdin would hold up runtime shutdown until the read
+/// returns, and this read only returns when the supervisor goes away.
+async fn stdin_eof(enabled: bool) {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            let mut sink = [0u8; 256];
+            let mut stdin = std::io::stdin().lock();
+            while let Ok(n) = std::io::Read::read(&mut stdin, &mut sink) {
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = tx.send(());
+        });
+    match spawned {
+        // Either the sender fired or the thread died; both mean stdin is gone.
+        Ok(_) => {
+            let _ = rx.await;
+        }
+        Err(err) => {
+            warn!(%err, "cannot watch stdin; only signals will stop this node");
+            std::future::pending::<()>().await;
+        }
+    }
 }

@@ -1,10 +1,13 @@
 //! A node's configuration. The binary loads it with figment (TOML file, then `TERN_*`
 //! environment variables nested with `__`, e.g. `TERN_LIMITS__CONNECTIONS_MAX`); every field
 //! has a default so an empty file is a valid single-node setup.
+use crate::cluster::ClusterTimings;
 use crate::core::SLOT_COUNT;
 use crate::limits::Limits;
+use crate::transport::{Identity, TransportLimits};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 /// Most partition arbiters (threads) a node may run. Far above any core count this node type
 /// targets; it only catches typos such as `workers = 100000` that would exhaust threads.
@@ -28,7 +31,237 @@ pub struct NodeConfig {
     pub workers: usize,
     /// Housekeeping interval of every partition (expiry and tombstone sweeps).
     pub tick_ms: u64,
+    /// Address of the admin HTTP server (`/livez`, `/readyz`, `/metrics`, `/v1/...`); none
+    /// when unset.
+    pub admin_listen: Option<SocketAddr>,
     pub limits: Limits,
+    /// Membership of a multi-node site. Without it the node is a one-node site.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this node's place in a multi-node site.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id (non-zero, unique in the site); must be one of `peers`.
+    pub node_id: u64,
+    /// The site's name (a DNS label); node identities are `<name>.<site>`.
+    pub site: String,
+    /// This node's name (a DNS label, e.g. `n1`); must equal its entry in `peers`.
+    pub name: String,
+    /// UDP address the QUIC transport binds (may be a wildcard address; peers dial the
+    /// `quic_addr` of this node's `peers` entry).
+    pub listen_quic: SocketAddr,
+    /// Directory with `ca.pem` and this node's `<name>.<site>.pem` / `.key` (`tern certs init`).
+    pub tls_dir: PathBuf,
+    /// Directory for the partition map's Raft state and the incarnation counter.
+    pub data_dir: PathBuf,
+    /// Backups per partition (each partition has one primary and this many backups).
+    #[serde(default = "default_backups")]
+    pub backups: u8,
+    /// On graceful shutdown, how long to wait for this node's primaries to move elsewhere.
+    #[serde(default = "default_shutdown_drain_ms_max")]
+    pub shutdown_drain_ms_max: u64,
+    /// The Raft leader does not propose a planned map command again within this long (it is
+    /// probably still in flight; a duplicate would only be rejected).
+    #[serde(default = "default_planner_repropose_ms")]
+    pub planner_repropose_ms: u64,
+    /// Every member of the site, this node included; the same list on every node.
+    pub peers: Vec<ClusterPeer>,
+    #[serde(default)]
+    pub timings: ClusterTimings,
+    #[serde(default = "default_transport_limits")]
+    pub transport: TransportLimits,
+}
+
+/// `[[cluster.peers]]`: one member of the site.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterPeer {
+    pub id: u64,
+    /// Node name (identity `<name>.<site>`).
+    pub name: String,
+    /// Where other nodes reach it over QUIC.
+    pub quic_addr: SocketAddr,
+    /// Where clients reach it (RESP); shown in status.
+    pub resp_addr: SocketAddr,
+    /// Failure zone; a partition's copies go to distinct zones when labelled.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+fn default_backups() -> u8 {
+    1
+}
+
+fn default_shutdown_drain_ms_max() -> u64 {
+    10_000
+}
+
+fn default_planner_repropose_ms() -> u64 {
+    500
+}
+
+/// The transport's limits, with frames large enough for the largest request a client may send
+/// (`limits.frame_bytes_max`): a forwarded request or a replicated value travels in one frame.
+pub fn default_transport_limits() -> TransportLimits {
+    TransportLimits {
+        frame_bytes_max: 64 * 1024 * 1024 + 1024 * 1024,
+        ..TransportLimits::default()
+    }
+}
+
+impl ClusterConfig {
+    /// A cluster section with every optional field at its default.
+    pub fn new(
+        node_id: u64,
+        site: &str,
+        name: &str,
+        listen_quic: SocketAddr,
+        tls_dir: PathBuf,
+        data_dir: PathBuf,
+        peers: Vec<ClusterPeer>,
+    ) -> Self {
+        Self {
+            node_id,
+            site: site.to_owned(),
+            name: name.to_owned(),
+            listen_quic,
+            tls_dir,
+            data_dir,
+            backups: default_backups(),
+            shutdown_drain_ms_max: default_shutdown_drain_ms_max(),
+            planner_repropose_ms: default_planner_repropose_ms(),
+            peers,
+            timings: ClusterTimings::default(),
+            transport: default_transport_limits(),
+        }
+    }
+
+    /// This node's transport identity, `<name>.<site>`.
+    pub fn identity(&self) -> Result<Identity, ConfigError> {
+        Identity::node(&self.site, &self.name).map_err(|e| ConfigError::Cluster {
+            field: "name",
+            reason: e.to_string(),
+        })
+    }
+
+    /// This node's entry in `peers`.
+    pub fn own_peer(&self) -> Option<&ClusterPeer> {
+        self.peers.iter().find(|p| p.id == self.node_id)
+    }
+
+    fn validate(&self, limits: &Limits) -> Result<(), ConfigError> {
+        let fail =
+            |field: &'static str, reason: String| Err(ConfigError::Cluster { field, reason });
+        if self.node_id == 0 {
+            return fail("node_id", "must be non-zero".into());
+        }
+        self.identity()?;
+        if self.peers.is_empty() {
+            return fail(
+                "peers",
+                "must list every member of the site, this node included".into(),
+            );
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::new();
+        for peer in &self.peers {
+            if peer.id == 0 {
+                return fail(
+                    "peers",
+                    format!("peer {:?}: id must be non-zero", peer.name),
+                );
+            }
+            if let Err(e) = Identity::node(&self.site, &peer.name) {
+                return fail("peers", format!("peer {}: {e}", peer.id));
+            }
+            if !ids.insert(peer.id) {
+                return fail("peers", format!("id {} appears twice", peer.id));
+            }
+            if !names.insert(peer.name.as_str()) {
+                return fail("peers", format!("name {:?} appears twice", peer.name));
+            }
+        }
+        match self.own_peer() {
+            None => {
+                return fail(
+                    "peers",
+                    format!("must include this node (id {})", self.node_id),
+                );
+            }
+            Some(own) if own.name != self.name => {
+                return fail(
+                    "name",
+                    format!(
+                        "{:?} differs from peer {}'s name {:?}",
+                        self.name, self.node_id, own.name
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+        if usize::from(self.backups) >= self.peers.len() {
+            return fail(
+                "backups",
+                format!(
+                    "{} backups need at least {} peers, got {}",
+                    self.backups,
+                    usize::from(self.backups) + 1,
+                    self.peers.len()
+                ),
+            );
+        }
+        if self.shutdown_drain_ms_max == 0 {
+            return fail("shutdown_drain_ms_max", "must be at least 1".into());
+        }
+        let t = &self.timings;
+        for (field, value) in [
+            ("timings.heartbeat_interval_ms", t.heartbeat_interval_ms),
+            ("timings.raft_tick_ms", t.raft_tick_ms),
+            ("timings.raft_snapshot_entries", t.raft_snapshot_entries),
+        ] {
+            if value == 0 {
+                return fail(field, "must be at least 1".into());
+            }
+        }
+        if t.node_failure_timeout_ms <= t.heartbeat_interval_ms {
+            return fail(
+                "timings.node_failure_timeout_ms",
+                format!(
+                    "must exceed timings.heartbeat_interval_ms ({}), got {}",
+                    t.heartbeat_interval_ms, t.node_failure_timeout_ms
+                ),
+            );
+        }
+        if t.raft_heartbeat_ticks == 0 || t.raft_heartbeat_ticks >= t.raft_election_ticks {
+            return fail(
+                "timings.raft_heartbeat_ticks",
+                format!(
+                    "must be at least 1 and below timings.raft_election_ticks ({}), got {}",
+                    t.raft_election_ticks, t.raft_heartbeat_ticks
+                ),
+            );
+        }
+        if let Err(reason) = self.transport.validate() {
+            return fail("transport", reason);
+        }
+        // One replicated record (key + value) or one forwarded request must fit in a frame.
+        let needed = limits
+            .frame_bytes_max
+            .max(limits.key_bytes_max + limits.value_bytes_max + limits.catchup_batch_bytes_max);
+        if self.transport.frame_bytes_max < needed {
+            return fail(
+                "transport.frame_bytes_max",
+                format!(
+                    "must be at least {needed} (limits.frame_bytes_max, or the largest key and \
+                     value plus a catch-up batch), got {}",
+                    self.transport.frame_bytes_max
+                ),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for NodeConfig {
@@ -40,7 +273,9 @@ impl Default for NodeConfig {
             requirepass: None,
             workers: 0,
             tick_ms: 100,
+            admin_listen: None,
             limits: Limits::default(),
+            cluster: None,
         }
     }
 }
@@ -68,6 +303,8 @@ pub enum ConfigError {
         max: usize,
         value: usize,
     },
+    #[error("cluster.{field}: {reason}")]
+    Cluster { field: &'static str, reason: String },
     #[error("limits.{field}: must not exceed limits.frame_bytes_max ({frame}), got {value}")]
     LimitAboveFrame {
         field: &'static str,
@@ -92,7 +329,11 @@ impl NodeConfig {
         if self.requirepass.as_deref() == Some("") {
             return Err(ConfigError::EmptyPassword);
         }
-        self.validate_limits()
+        self.validate_limits()?;
+        match &self.cluster {
+            Some(cluster) => cluster.validate(&self.limits),
+            None => Ok(()),
+        }
     }
 
     /// Number of partition arbiters to start: `workers`, or one per core when 0.
@@ -107,7 +348,7 @@ impl NodeConfig {
         let l = &self.limits;
         // The smallest values with which the node still works: a frame must hold at least
         // `*1\r\n$4\r\nPING\r\n`, SET needs 3 arguments, and so on.
-        let minimums: [(&'static str, usize, usize); 9] = [
+        let minimums: [(&'static str, usize, usize); 14] = [
             ("frame_bytes_max", l.frame_bytes_max, 64),
             ("value_bytes_max", l.value_bytes_max, 1),
             ("key_bytes_max", l.key_bytes_max, 1),
@@ -121,6 +362,15 @@ impl NodeConfig {
             ),
             ("expiry_sweep_keys_max", l.expiry_sweep_keys_max, 1),
             ("scan_count_max", l.scan_count_max, 1),
+            ("replicate_batch_bytes_max", l.replicate_batch_bytes_max, 1),
+            (
+                "replicate_inflight_bytes_max",
+                l.replicate_inflight_bytes_max,
+                l.replicate_batch_bytes_max.max(1),
+            ),
+            ("catchup_batch_bytes_max", l.catchup_batch_bytes_max, 1),
+            ("dedup_requests_max", l.dedup_requests_max, 1),
+            ("epoch_history_entries_max", l.epoch_history_entries_max, 1),
         ];
         for (field, value, min) in minimums {
             if value < min {
@@ -131,12 +381,22 @@ impl NodeConfig {
                 });
             }
         }
-        if l.ttl_ms_max == 0 {
-            return Err(ConfigError::LimitTooSmall {
-                field: "ttl_ms_max",
-                min: 1,
-                value: 0,
-            });
+        for (field, value) in [
+            ("ttl_ms_max", l.ttl_ms_max),
+            ("backup_ack_timeout_ms", l.backup_ack_timeout_ms),
+            ("replicate_retransmit_ms", l.replicate_retransmit_ms),
+            ("map_proposal_retry_ms", l.map_proposal_retry_ms),
+            ("forward_retry_ms_max", l.forward_retry_ms_max),
+            ("forward_attempt_timeout_ms", l.forward_attempt_timeout_ms),
+            ("forward_backoff_ms", l.forward_backoff_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::LimitTooSmall {
+                    field,
+                    min: 1,
+                    value: 0,
+                });
+            }
         }
         // tokio's semaphore (the mailbox bound) refuses more than usize::MAX >> 3 permits.
         let mailbox_max = tokio::sync::Semaphore::MAX_PERMITS;
@@ -196,10 +456,96 @@ mod tests {
                 "limits.value_bytes_max",
                 Box::new(|c| c.limits.value_bytes_max = c.limits.frame_bytes_max + 1),
             ),
+            (
+                "limits.dedup_requests_max",
+                Box::new(|c| c.limits.dedup_requests_max = 0),
+            ),
+            (
+                "limits.forward_retry_ms_max",
+                Box::new(|c| c.limits.forward_retry_ms_max = 0),
+            ),
+            (
+                "limits.replicate_inflight_bytes_max",
+                Box::new(|c| c.limits.replicate_inflight_bytes_max = 1),
+            ),
         ];
         for (field, mutate) in cases {
             let mut config = NodeConfig::default();
             mutate(&mut config);
+            let err = config.validate().expect_err(field).to_string();
+            assert!(err.starts_with(&format!("{field}:")), "{field}: got {err}");
+        }
+    }
+
+    fn site_member() -> NodeConfig {
+        let peers = (1..=3)
+            .map(|i| ClusterPeer {
+                id: i,
+                name: format!("n{i}"),
+                quic_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7100 + i as u16)),
+                resp_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 6380 + i as u16)),
+                zone: None,
+            })
+            .collect();
+        NodeConfig {
+            cluster: Some(ClusterConfig::new(
+                2,
+                "a",
+                "n2",
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 7102)),
+                PathBuf::from("pki"),
+                PathBuf::from("data/n2"),
+                peers,
+            )),
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_site_member_is_valid_and_its_mistakes_are_named() {
+        assert_eq!(site_member().validate(), Ok(()));
+        type Mutation = Box<dyn Fn(&mut ClusterConfig)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("cluster.node_id", Box::new(|c| c.node_id = 0)),
+            ("cluster.name", Box::new(|c| c.name = "N 2".into())),
+            ("cluster.name", Box::new(|c| c.name = "n3".into())),
+            ("cluster.name", Box::new(|c| c.site = "-a".into())),
+            ("cluster.peers", Box::new(|c| c.peers.clear())),
+            ("cluster.peers", Box::new(|c| c.peers.retain(|p| p.id != 2))),
+            ("cluster.peers", Box::new(|c| c.peers[2].id = 1)),
+            ("cluster.peers", Box::new(|c| c.peers[2].name = "n1".into())),
+            ("cluster.peers", Box::new(|c| c.peers[0].id = 0)),
+            ("cluster.backups", Box::new(|c| c.backups = 3)),
+            (
+                "cluster.shutdown_drain_ms_max",
+                Box::new(|c| c.shutdown_drain_ms_max = 0),
+            ),
+            (
+                "cluster.timings.node_failure_timeout_ms",
+                Box::new(|c| c.timings.node_failure_timeout_ms = c.timings.heartbeat_interval_ms),
+            ),
+            (
+                "cluster.timings.raft_heartbeat_ticks",
+                Box::new(|c| c.timings.raft_heartbeat_ticks = c.timings.raft_election_ticks),
+            ),
+            (
+                "cluster.timings.raft_tick_ms",
+                Box::new(|c| c.timings.raft_tick_ms = 0),
+            ),
+            (
+                "cluster.transport",
+                Box::new(|c| c.transport.send_queue_frames_max = 0),
+            ),
+            (
+                "cluster.transport.frame_bytes_max",
+                Box::new(|c| c.transport.frame_bytes_max = 16 * 1024 * 1024),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut config = site_member();
+            if let Some(cluster) = config.cluster.as_mut() {
+                mutate(cluster);
+            }
             let err = config.validate().expect_err(field).to_string();
             assert!(err.starts_with(&format!("{field}:")), "{field}: got {err}");
         }

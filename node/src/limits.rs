@@ -3,6 +3,10 @@
 //! Defaults are chosen for a production node; each is configurable (`[limits]` in tern.toml,
 //! `TERN_LIMITS__<NAME>` in the environment). Exceeding one gives the client a clear error and
 //! loses nothing already acknowledged.
+//!
+//! Replication and forwarding limits live here too (not under `[cluster]`): a standalone node
+//! runs the very same replica core and router, as a one-node site.
+use crate::core::ReplicationLimits;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +42,39 @@ pub struct Limits {
     /// Longest TTL a client may set (EXPIRE/PEXPIRE/SET EX/PX), about 100 years like Redis's
     /// practical bound; larger values are refused instead of overflowing.
     pub ttl_ms_max: u64,
+
+    // --- partition replication (see `core::replica`) ---
+    /// An in-sync backup that makes no acknowledgement progress for this long, while the primary
+    /// waits on it, is proposed for removal from the in-sync set.
+    pub backup_ack_timeout_ms: u64,
+    /// Without acknowledgement progress for this long, the primary resends from the backup's
+    /// last acknowledged position (lost messages, reconnects).
+    pub replicate_retransmit_ms: u64,
+    /// A replica's map proposal that has not taken effect is proposed again after this long.
+    pub map_proposal_retry_ms: u64,
+    /// Most bytes of change records in one replication message to an in-sync backup.
+    pub replicate_batch_bytes_max: usize,
+    /// Most bytes sent to one backup and not yet acknowledged (pipelining window).
+    pub replicate_inflight_bytes_max: usize,
+    /// Most bytes of one snapshot chunk or catch-up message to a backup that is not in sync.
+    pub catchup_batch_bytes_max: usize,
+    /// Write requests whose answers each partition remembers, so a retried request gets its
+    /// original answer instead of executing twice.
+    pub dedup_requests_max: usize,
+    /// Requests a primary queues while it hands the partition over; more are redirected.
+    pub handover_queue_requests_max: usize,
+    /// Epoch boundaries remembered in a replica's log history.
+    pub epoch_history_entries_max: usize,
+
+    // --- request forwarding (any node accepts any command) ---
+    /// How long a request may wait for a reachable primary (failover, redirects, lost
+    /// connections) before the client gets `-TRYAGAIN`.
+    pub forward_retry_ms_max: u64,
+    /// An attempt sent to another node that is not answered within this long is sent again
+    /// (same request id: the primary's dedup table makes the retry safe).
+    pub forward_attempt_timeout_ms: u64,
+    /// Pause before retrying after a redirect, when the map has not moved yet.
+    pub forward_backoff_ms: u64,
 }
 
 impl Default for Limits {
@@ -56,6 +93,48 @@ impl Default for Limits {
             scan_count_max: 10_000,
             hlc_offset_ms_max: 500,
             ttl_ms_max: 100 * 365 * 24 * 60 * 60 * 1000,
+            backup_ack_timeout_ms: 300,
+            replicate_retransmit_ms: 100,
+            map_proposal_retry_ms: 1000,
+            replicate_batch_bytes_max: 256 * 1024,
+            replicate_inflight_bytes_max: 4 * 1024 * 1024,
+            catchup_batch_bytes_max: 1024 * 1024,
+            dedup_requests_max: 10_000,
+            handover_queue_requests_max: 10_000,
+            epoch_history_entries_max: 64,
+            forward_retry_ms_max: 5000,
+            forward_attempt_timeout_ms: 1000,
+            forward_backoff_ms: 20,
         }
+    }
+}
+
+impl Limits {
+    /// The replica core's view of these limits.
+    pub fn replication(&self) -> ReplicationLimits {
+        ReplicationLimits {
+            backup_ack_timeout_ms: self.backup_ack_timeout_ms,
+            replicate_retransmit_ms: self.replicate_retransmit_ms,
+            map_proposal_retry_ms: self.map_proposal_retry_ms,
+            replicate_batch_bytes_max: self.replicate_batch_bytes_max,
+            replicate_inflight_bytes_max: self.replicate_inflight_bytes_max,
+            catchup_batch_bytes_max: self.catchup_batch_bytes_max,
+            dedup_requests_max: self.dedup_requests_max,
+            handover_queue_requests_max: self.handover_queue_requests_max,
+            epoch_history_entries_max: self.epoch_history_entries_max,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replication_defaults_match_the_core_defaults() {
+        assert_eq!(
+            Limits::default().replication(),
+            ReplicationLimits::default()
+        );
     }
 }

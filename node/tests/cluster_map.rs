@@ -51,6 +51,7 @@ fn synced(partitions: u16) -> PartitionMap {
                     partition,
                     epoch: a.epoch,
                     node: *node,
+                    sync_generation: a.sync_generation,
                 },
             );
         }
@@ -259,6 +260,7 @@ fn every_rejection_leaves_the_map_unchanged() {
                     partition: P0,
                     epoch: e,
                     node: p,
+                    sync_generation: 0,
                 },
                 Rejected::IsPrimary {
                     partition: P0,
@@ -274,6 +276,7 @@ fn every_rejection_leaves_the_map_unchanged() {
                     partition: P0,
                     epoch: e,
                     node: o,
+                    sync_generation: 0,
                 },
                 Rejected::NotAReplica {
                     partition: P0,
@@ -289,6 +292,7 @@ fn every_rejection_leaves_the_map_unchanged() {
                     partition: P0,
                     epoch: e,
                     node: b,
+                    sync_generation: 0,
                 },
                 Rejected::AlreadyInSync {
                     partition: P0,
@@ -304,6 +308,7 @@ fn every_rejection_leaves_the_map_unchanged() {
                     partition: P0,
                     epoch: e + 1,
                     node: b,
+                    sync_generation: 0,
                 },
                 Rejected::StaleEpoch {
                     partition: P0,
@@ -330,6 +335,7 @@ fn every_rejection_leaves_the_map_unchanged() {
                     partition: P0,
                     epoch: e,
                     node: b,
+                    sync_generation: 0,
                 },
                 Rejected::NoPrimary(P0),
             )
@@ -531,7 +537,8 @@ fn mark_down_without_in_sync_backup_leaves_no_primary_until_it_returns() {
         map.apply(&MapCommand::CaughtUp {
             partition: P0,
             epoch: e + 1,
-            node: b
+            node: b,
+            sync_generation: 0,
         }),
         Err(Rejected::NoPrimary(P0))
     );
@@ -612,7 +619,8 @@ fn an_unregistered_primary_never_acted_so_any_replica_may_take_over() {
         fresh.apply(&MapCommand::CaughtUp {
             partition: P0,
             epoch: e,
-            node: b
+            node: b,
+            sync_generation: 0,
         }),
         Err(Rejected::NotRegistered(b))
     );
@@ -640,6 +648,7 @@ fn mark_up_returns_a_replica_that_must_catch_up_and_fails_back_by_handover() {
             partition: P0,
             epoch: a.epoch,
             node: p,
+            sync_generation: a.sync_generation,
         },
     );
     let a = map.assignment(P0).expect("p0").clone();
@@ -810,6 +819,7 @@ fn encodings_round_trip_and_reject_unknown_versions() {
             partition: P0,
             epoch: 2,
             node: id(2),
+            sync_generation: 0,
         },
         MapCommand::StartHandover {
             partition: P0,
@@ -872,6 +882,7 @@ fn command_from(map: &PartitionMap, pick: (u8, u8, u8, u8)) -> MapCommand {
             partition,
             epoch,
             node: member,
+            sync_generation: a.sync_generation,
         },
         3 | 4 => MapCommand::MarkUp {
             id: node,
@@ -886,6 +897,7 @@ fn command_from(map: &PartitionMap, pick: (u8, u8, u8, u8)) -> MapCommand {
             partition,
             epoch,
             node: member,
+            sync_generation: a.sync_generation,
         },
         10 | 11 if a.handover.is_none() => {
             let to = a

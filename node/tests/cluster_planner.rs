@@ -81,6 +81,7 @@ impl World {
                             partition,
                             epoch: a.epoch,
                             node: *node,
+                            sync_generation: a.sync_generation,
                         }],
                     );
                 }

@@ -61,6 +61,11 @@ pub struct Assignment {
     /// and it takes the partition back if it returns with the same incarnation (it was cut off,
     /// not restarted). A new incarnation means that data is gone.
     pub orphaned_by: Option<(NodeId, u64)>,
+    /// Bumped by every accepted `ShrinkInSync`. A `CaughtUp` names the value its primary saw when
+    /// it proposed, so one that was overtaken by a shrink of the same backup (the primary stopped
+    /// waiting on that backup in between) is rejected instead of putting back in sync a backup
+    /// that may miss acknowledged writes.
+    pub sync_generation: u64,
 }
 
 /// A replica's role in one partition, as the map says.
@@ -101,10 +106,13 @@ pub enum MapCommand {
         epoch: Epoch,
         remove: NodeId,
     },
+    /// `sync_generation`: the partition's `Assignment::sync_generation` in the map the
+    /// proposing primary acted on.
     CaughtUp {
         partition: PartitionId,
         epoch: Epoch,
         node: NodeId,
+        sync_generation: u64,
     },
     StartHandover {
         partition: PartitionId,
@@ -168,6 +176,14 @@ pub enum Rejected {
     NotInSync {
         partition: PartitionId,
         node: NodeId,
+    },
+    #[error(
+        "partition {partition}: caught-up proposal predates a shrink (sync generation {expected}, map is at {current})"
+    )]
+    StaleSyncGeneration {
+        partition: PartitionId,
+        expected: u64,
+        current: u64,
     },
     #[error("partition {partition}: {node} is already in sync")]
     AlreadyInSync {
@@ -336,7 +352,8 @@ impl PartitionMap {
                 partition,
                 epoch,
                 node,
-            } => self.caught_up(*partition, *epoch, *node)?,
+                sync_generation,
+            } => self.caught_up(*partition, *epoch, *node, *sync_generation)?,
             MapCommand::StartHandover {
                 partition,
                 epoch,
@@ -550,13 +567,17 @@ impl PartitionMap {
         remove: NodeId,
     ) -> Result<(), Rejected> {
         let a = self.current(partition, epoch)?;
-        if !a.in_sync.contains(&remove) {
+        // A backup outside the in-sync set may still have a `CaughtUp` in flight that its
+        // primary has given up on: the shrink is accepted as a revocation of that proposal.
+        let revokes = a.replicas.contains(&remove) && a.primary != Some(remove);
+        if !a.in_sync.contains(&remove) && !revokes {
             return Err(Rejected::NotInSync {
                 partition,
                 node: remove,
             });
         }
         let a = &mut self.partitions[usize::from(partition.0)];
+        a.sync_generation += 1;
         a.in_sync.remove(&remove);
         if a.handover == Some(remove) {
             a.handover = None;
@@ -570,10 +591,18 @@ impl PartitionMap {
         partition: PartitionId,
         epoch: Epoch,
         node: NodeId,
+        sync_generation: u64,
     ) -> Result<(), Rejected> {
         let a = self.current(partition, epoch)?;
         if a.primary.is_none() {
             return Err(Rejected::NoPrimary(partition));
+        }
+        if a.sync_generation != sync_generation {
+            return Err(Rejected::StaleSyncGeneration {
+                partition,
+                expected: sync_generation,
+                current: a.sync_generation,
+            });
         }
         if a.primary == Some(node) {
             return Err(Rejected::IsPrimary { partition, node });
@@ -913,5 +942,110 @@ impl MapCommand {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         codec::decode(EnvelopeKind::MapCommand, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> NodeId {
+        NodeId::new(n).expect("non-zero")
+    }
+
+    /// Three registered nodes; partition 0 with its primary and one backup not yet in sync.
+    fn registered() -> (PartitionMap, NodeId, Epoch) {
+        let peers = (1..=3).map(|n| PeerSpec {
+            id: id(n),
+            addr: format!("h{n}"),
+            zone: None,
+        });
+        let mut map = PartitionMap::bootstrap(4, 1, peers);
+        for n in 1..=3 {
+            map.apply(&MapCommand::MarkUp {
+                id: id(n),
+                incarnation: 1,
+            })
+            .expect("register");
+        }
+        let a = map.assignment(PartitionId(0)).expect("p0").clone();
+        let backup = *a
+            .replicas
+            .iter()
+            .find(|&&n| Some(n) != a.primary)
+            .expect("one backup");
+        (map, backup, a.epoch)
+    }
+
+    fn caught_up(map: &PartitionMap, node: NodeId) -> MapCommand {
+        let a = map.assignment(PartitionId(0)).expect("p0");
+        MapCommand::CaughtUp {
+            partition: PartitionId(0),
+            epoch: a.epoch,
+            node,
+            sync_generation: a.sync_generation,
+        }
+    }
+
+    #[test]
+    fn a_caught_up_overtaken_by_a_shrink_of_the_same_backup_is_rejected() {
+        let p0 = PartitionId(0);
+        // (case, the backup is in sync before the shrink)
+        for (case, in_sync_first) in [
+            ("revoked before it committed", false),
+            ("committed, shrunk, then re-delivered", true),
+        ] {
+            let (mut map, backup, epoch) = registered();
+            let stale = caught_up(&map, backup);
+            if in_sync_first {
+                map.apply(&stale).expect(case);
+            }
+            let shrink = MapCommand::ShrinkInSync {
+                partition: p0,
+                epoch,
+                remove: backup,
+            };
+            map.apply(&shrink).expect(case);
+            let a = map.assignment(p0).expect("p0").clone();
+            assert!(!a.in_sync.contains(&backup), "{case}");
+            assert_eq!(
+                map.apply(&stale),
+                Err(Rejected::StaleSyncGeneration {
+                    partition: p0,
+                    expected: 0,
+                    current: a.sync_generation,
+                }),
+                "{case}"
+            );
+            // Proposed again from the map that shows the shrink: accepted.
+            map.apply(&caught_up(&map, backup)).expect(case);
+            assert!(
+                map.assignment(p0).expect("p0").in_sync.contains(&backup),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_shrink_still_refuses_a_node_that_is_no_replica() {
+        let (mut map, _, epoch) = registered();
+        let a = map.assignment(PartitionId(0)).expect("p0").clone();
+        let outsider = (1..=3)
+            .map(id)
+            .find(|n| !a.replicas.contains(n))
+            .expect("one node outside p0");
+        let before = map.clone();
+        assert_eq!(
+            map.apply(&MapCommand::ShrinkInSync {
+                partition: PartitionId(0),
+                epoch,
+                remove: outsider,
+            }),
+            Err(Rejected::NotInSync {
+                partition: PartitionId(0),
+                node: outsider,
+            })
+        );
+        assert_eq!(map, before);
     }
 }

@@ -32,14 +32,22 @@ pub struct PartitionConfig {
     pub hash_seed: u64,
 }
 
-/// A key's place in SCAN order: the top 48 bits of its FNV-1a hash. Stable across processes and
-/// nodes (unlike the table's seeded hasher), so a cursor stays meaningful after a failover.
+/// A key's place in SCAN order (and in the WAN repair digest tree): the top 48 bits of the key's
+/// FNV-1a hash after a MurmurHash3 `fmix64` finalizer. Stable across processes and nodes (unlike
+/// the table's seeded hasher), so a cursor stays meaningful after a failover. The finalizer
+/// matters: FNV's top bits barely move when only a key's last bytes differ, which crowded
+/// `key:1..key:100000` into 15% of the repair tree's leaves.
 pub fn scan_position(key: &[u8]) -> u64 {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = key.iter().fold(FNV_OFFSET, |h, &b| {
+    let mut hash = key.iter().fold(FNV_OFFSET, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
     });
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
     hash >> 16
 }
 

@@ -734,3 +734,18 @@ mod remote {
         assert_eq!(core.handle_command(get("k"), T0), val("f"));
     }
 }
+
+#[test]
+fn scan_positions_spread_sequential_keys_evenly() {
+    // 100k `key:N` keys over 2^16 buckets of the top position bits: uniform hashing fills about
+    // 65536 * (1 - e^-1.53) = 51k of them. FNV-1a alone filled fewer than 10k.
+    let buckets: std::collections::HashSet<u64> = (0..100_000)
+        .map(|i| scan_position(format!("key:{i}").as_bytes()) >> 32)
+        .collect();
+    assert!(
+        buckets.len() > 48_000,
+        "only {} of 65536 buckets used",
+        buckets.len()
+    );
+    assert!((0..1000).all(|i| scan_position(format!("k{i}").as_bytes()) < SCAN_POSITION_END));
+}

@@ -1,9 +1,22 @@
-//! Key → partition actor routing, with the mailbox bound as caller backpressure.
-use super::actor::{Execute, PartitionActor, PartitionFailed};
-use crate::core::{Command, CommandResult, Keyspace, PartitionId};
+//! Key → partition → the node that runs it. Any node accepts any command: the router sends a
+//! request to the local partition actor when this node is the partition's primary (per its
+//! map), else forwards it to the primary over the Forward channel. On a redirect, a lost
+//! attempt or no primary, it retries the *same* request id (the primaries' dedup tables make
+//! that safe) after the map moves or a short backoff, until `forward_retry_ms_max`; then the
+//! client gets `-TRYAGAIN`.
+//!
+//! Local mailboxes are bounded by a semaphore permit carried by each message, so a full
+//! mailbox means waiting, never dropping.
+use super::actor::{Execute, Outcome, PartitionActor, PartitionFailed, Reply};
+use super::forward::Forwarder;
+use super::routes::Routes;
+use crate::core::{Command, CommandResult, Keyspace, PartitionId, Request, RequestId};
+use crate::limits::Limits;
 use actix::Addr;
 use std::sync::Arc;
-use tokio::sync::{Semaphore, oneshot};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ShellError {
@@ -11,6 +24,11 @@ pub enum ShellError {
     Stopped(PartitionId),
     #[error(transparent)]
     Failed(#[from] PartitionFailed),
+    #[error("TRYAGAIN partition {partition} has no reachable primary after {waited_ms} ms; retry")]
+    TryAgain {
+        partition: PartitionId,
+        waited_ms: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -20,11 +38,60 @@ struct PartitionLink {
     slots: Arc<Semaphore>,
 }
 
-/// Cheaply cloneable handle to every partition actor of a node.
+/// Retry timings, from `Limits`.
+#[derive(Clone, Copy, Debug)]
+struct RetryTimings {
+    give_up: Duration,
+    attempt_timeout: Duration,
+    backoff: Duration,
+}
+
+#[derive(Debug)]
+struct Site {
+    me: u64,
+    routes: Arc<Routes>,
+    /// `None` on a standalone node: every partition is local and never moves.
+    forwarder: Option<Arc<Forwarder>>,
+    next_counter: AtomicU64,
+    retry: RetryTimings,
+}
+
+/// Cheaply cloneable handle to every partition of the site, as seen from this node.
 #[derive(Clone, Debug)]
 pub struct Router {
     keyspace: Keyspace,
     links: Arc<[PartitionLink]>,
+    site: Arc<Site>,
+}
+
+/// One try at running a request.
+#[derive(Debug)]
+enum Attempt {
+    Local(oneshot::Receiver<Reply>),
+    Remote {
+        to: u64,
+        rx: oneshot::Receiver<Reply>,
+    },
+    /// No primary to send it to (or it could not be sent).
+    Unsent,
+}
+
+impl Attempt {
+    /// The node this attempt went to.
+    fn target(&self, me: u64) -> Option<u64> {
+        match self {
+            Attempt::Local(_) => Some(me),
+            Attempt::Remote { to, .. } => Some(*to),
+            Attempt::Unsent => None,
+        }
+    }
+}
+
+/// How an attempt ended, from the retry loop's point of view.
+enum Ended {
+    Done(Result<Vec<CommandResult>, ShellError>),
+    Redirected { epoch: u64, primary: Option<u64> },
+    Lost,
 }
 
 /// Replies of a submitted batch, to await later (so a caller can submit to several
@@ -32,34 +99,212 @@ pub struct Router {
 #[derive(Debug)]
 pub struct PendingReplies {
     partition: PartitionId,
-    rx: oneshot::Receiver<Result<Vec<CommandResult>, PartitionFailed>>,
+    first: Attempt,
+    /// What a retry needs; `None` on a standalone node, whose requests never move.
+    retry: Option<Box<Retry>>,
+}
+
+#[derive(Debug)]
+struct Retry {
+    router: Router,
+    id: RequestId,
+    commands: Vec<Command>,
+    started: Instant,
+    attempt: u32,
 }
 
 impl PendingReplies {
     pub async fn wait(self) -> Result<Vec<CommandResult>, ShellError> {
-        match self.rx.await {
-            Ok(result) => result.map_err(ShellError::from),
-            Err(_) => Err(ShellError::Stopped(self.partition)),
+        let PendingReplies {
+            partition,
+            first,
+            retry,
+        } = self;
+        let Some(mut retry) = retry else {
+            // Standalone: the local replica always answers.
+            return match first {
+                Attempt::Local(rx) => match rx.await {
+                    Ok(Ok(Outcome::Answered(results))) => Ok(results),
+                    Ok(Ok(Outcome::Redirected { .. })) => Err(ShellError::TryAgain {
+                        partition,
+                        waited_ms: 0,
+                    }),
+                    Ok(Err(failed)) => Err(failed.into()),
+                    Err(_) => Err(ShellError::Stopped(partition)),
+                },
+                Attempt::Remote { .. } | Attempt::Unsent => Err(ShellError::TryAgain {
+                    partition,
+                    waited_ms: 0,
+                }),
+            };
+        };
+        retry.run(partition, first).await
+    }
+}
+
+impl Retry {
+    async fn run(
+        &mut self,
+        partition: PartitionId,
+        first: Attempt,
+    ) -> Result<Vec<CommandResult>, ShellError> {
+        let site = Arc::clone(&self.router.site);
+        let timings = site.retry;
+        let deadline = self.started + timings.give_up;
+        let mut map_changes = site.routes.subscribe();
+        map_changes.mark_unchanged();
+        let mut attempt = first;
+        // After a redirect: the epoch the map must reach before its primary is trusted, and
+        // the redirecting replica's hint meanwhile.
+        let mut min_epoch = 0;
+        let mut hint: Option<u64> = None;
+        loop {
+            let last_to = attempt.target(site.me);
+            let ended = self
+                .finish(partition, attempt, &mut map_changes, deadline)
+                .await;
+            // Whether to hold off before trying the same node again.
+            let mut pause = match ended {
+                Ended::Done(result) => return result,
+                Ended::Redirected { epoch, primary } => {
+                    min_epoch = min_epoch.max(epoch);
+                    hint = primary;
+                    true
+                }
+                Ended::Lost => last_to.is_some(),
+            };
+            let target = loop {
+                if Instant::now() >= deadline {
+                    return Err(self.give_up(partition));
+                }
+                let routed = if site.routes.epoch(partition) >= min_epoch {
+                    site.routes.primary(partition)
+                } else {
+                    hint
+                };
+                match routed {
+                    Some(to) if !pause || Some(to) != last_to => break to,
+                    _ => {}
+                }
+                // Nowhere to go yet, or back to the node that just failed us: wait for the map
+                // to move, bounded by a short backoff (a map update may never come).
+                let wait = timings
+                    .backoff
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                if let Ok(Err(_)) = tokio::time::timeout(wait, map_changes.changed()).await {
+                    // No more map updates (node stopping): plain backoff, never a spin.
+                    tokio::time::sleep(wait).await;
+                }
+                pause = false;
+            };
+            attempt = self.send(partition, target).await;
+        }
+    }
+
+    fn give_up(&self, partition: PartitionId) -> ShellError {
+        ShellError::TryAgain {
+            partition,
+            waited_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    async fn send(&mut self, partition: PartitionId, to: u64) -> Attempt {
+        self.attempt += 1;
+        self.router
+            .attempt(partition, to, self.id, self.attempt, &self.commands)
+            .await
+    }
+
+    /// Waits for `attempt` to end: its reply, or (remote) a timeout or a map change that moves
+    /// the partition's primary away from where it was sent.
+    async fn finish(
+        &self,
+        partition: PartitionId,
+        attempt: Attempt,
+        map_changes: &mut watch::Receiver<u64>,
+        deadline: Instant,
+    ) -> Ended {
+        let site = &self.router.site;
+        let reply = match attempt {
+            Attempt::Unsent => return Ended::Lost,
+            // A local replica answers every request it got exactly once (answer, redirect,
+            // or failure), so there is no timeout to apply.
+            Attempt::Local(rx) => match rx.await {
+                Ok(reply) => reply,
+                Err(_) => return Ended::Done(Err(ShellError::Stopped(partition))),
+            },
+            Attempt::Remote { to, mut rx } => {
+                let timeout = site
+                    .retry
+                    .attempt_timeout
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                let sleep = tokio::time::sleep(timeout);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        reply = &mut rx => match reply {
+                            Ok(reply) => break reply,
+                            Err(_) => return Ended::Lost,
+                        },
+                        _ = &mut sleep => return Ended::Lost,
+                        changed = map_changes.changed() => {
+                            if changed.is_err() {
+                                return Ended::Lost;
+                            }
+                            if site.routes.primary(partition) != Some(to) {
+                                // Abandoned: a late answer to this attempt is never read.
+                                return Ended::Lost;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        match reply {
+            Ok(Outcome::Answered(results)) => Ended::Done(Ok(results)),
+            Ok(Outcome::Redirected { epoch, primary }) => Ended::Redirected { epoch, primary },
+            Err(failed) => Ended::Done(Err(failed.into())),
         }
     }
 }
 
 impl Router {
     /// `addrs[i]` must be partition `i`'s actor, and there must be one per partition.
+    /// `incarnation` goes into the high bits of request ids, so an id is never reused across
+    /// restarts (a primary's dedup table would answer it with another request's results).
     pub(crate) fn new(
         keyspace: Keyspace,
         addrs: Vec<Addr<PartitionActor>>,
-        mailbox_messages_max: usize,
+        limits: &Limits,
+        me: u64,
+        incarnation: u64,
+        routes: Arc<Routes>,
+        forwarder: Option<Arc<Forwarder>>,
     ) -> Self {
         debug_assert_eq!(addrs.len(), usize::from(keyspace.partition_count()));
         let links = addrs
             .into_iter()
             .map(|addr| PartitionLink {
                 addr,
-                slots: Arc::new(Semaphore::new(mailbox_messages_max)),
+                slots: Arc::new(Semaphore::new(limits.partition_mailbox_messages_max)),
             })
             .collect();
-        Self { keyspace, links }
+        let site = Site {
+            me,
+            routes,
+            forwarder,
+            next_counter: AtomicU64::new(incarnation << 40),
+            retry: RetryTimings {
+                give_up: Duration::from_millis(limits.forward_retry_ms_max),
+                attempt_timeout: Duration::from_millis(limits.forward_attempt_timeout_ms),
+                backoff: Duration::from_millis(limits.forward_backoff_ms),
+            },
+        };
+        Self {
+            keyspace,
+            links,
+            site: Arc::new(site),
+        }
     }
 
     pub fn keyspace(&self) -> Keyspace {
@@ -70,13 +315,89 @@ impl Router {
         self.keyspace.partition_of(key)
     }
 
-    /// Queues `commands` at `partition`'s actor as one message. Waits (backpressure) while
-    /// that mailbox already holds `partition_mailbox_messages_max` messages.
+    /// Sends `commands` (one request) towards `partition`'s primary. Waits (backpressure)
+    /// while the local mailbox already holds `partition_mailbox_messages_max` messages.
     pub async fn submit(
         &self,
         partition: PartitionId,
         commands: Vec<Command>,
     ) -> Result<PendingReplies, ShellError> {
+        let site = &self.site;
+        let id = RequestId {
+            origin: site.me,
+            counter: site.next_counter.fetch_add(1, Ordering::Relaxed),
+        };
+        if site.forwarder.is_none() {
+            let request = Request { id, commands };
+            let rx = self.submit_local(partition, request).await?;
+            return Ok(PendingReplies {
+                partition,
+                first: Attempt::Local(rx),
+                retry: None,
+            });
+        }
+        let retry = Box::new(Retry {
+            router: self.clone(),
+            id,
+            commands,
+            started: Instant::now(),
+            attempt: 1,
+        });
+        let first = match site.routes.primary(partition) {
+            Some(to) => self.attempt(partition, to, id, 1, &retry.commands).await,
+            None => Attempt::Unsent,
+        };
+        Ok(PendingReplies {
+            partition,
+            first,
+            retry: Some(retry),
+        })
+    }
+
+    /// Submits and waits: one partition, one round trip.
+    pub async fn execute(
+        &self,
+        partition: PartitionId,
+        commands: Vec<Command>,
+    ) -> Result<Vec<CommandResult>, ShellError> {
+        self.submit(partition, commands).await?.wait().await
+    }
+
+    /// One try at `to` (this node or another).
+    async fn attempt(
+        &self,
+        partition: PartitionId,
+        to: u64,
+        id: RequestId,
+        attempt: u32,
+        commands: &[Command],
+    ) -> Attempt {
+        if to == self.site.me {
+            let request = Request {
+                id,
+                commands: commands.to_vec(),
+            };
+            return match self.submit_local(partition, request).await {
+                Ok(rx) => Attempt::Local(rx),
+                Err(_) => Attempt::Unsent,
+            };
+        }
+        let Some(forwarder) = &self.site.forwarder else {
+            return Attempt::Unsent;
+        };
+        match forwarder.send(to, partition, id, attempt, commands) {
+            Some(rx) => Attempt::Remote { to, rx },
+            None => Attempt::Unsent,
+        }
+    }
+
+    /// Queues `request` at this node's replica of `partition`, whatever its role (a replica
+    /// that is not primary redirects). Used for local requests and forwarded ones.
+    pub(crate) async fn submit_local(
+        &self,
+        partition: PartitionId,
+        request: Request,
+    ) -> Result<oneshot::Receiver<Reply>, ShellError> {
         let link = self
             .links
             .get(usize::from(partition.0))
@@ -93,31 +414,43 @@ impl Router {
             return Err(ShellError::Stopped(partition));
         }
         link.addr.do_send(Execute {
-            commands,
+            request,
             reply,
             permit,
         });
-        Ok(PendingReplies { partition, rx })
+        Ok(rx)
     }
 
-    /// Submits and waits: one partition, one round trip.
-    pub async fn execute(
-        &self,
-        partition: PartitionId,
-        commands: Vec<Command>,
-    ) -> Result<Vec<CommandResult>, ShellError> {
-        self.submit(partition, commands).await?.wait().await
+    pub(crate) fn actor(&self, partition: PartitionId) -> Option<&Addr<PartitionActor>> {
+        self.links.get(usize::from(partition.0)).map(|l| &l.addr)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{PartitionConfig, PartitionCore, Response};
-    use crate::limits::Limits;
-    use actix::{Actor, Arbiter};
+    use crate::cluster::{MapCommand, NodeId, PartitionMap, PeerSpec};
+    use crate::core::{PartitionConfig, ReplicaCore, ReplicationLimits, Response};
+    use crate::shell::actor::{PartitionLinks, ProposeMap};
+    use crate::shell::board::ReplicaBoard;
+    use crate::shell::map_view::MapView;
+    use crate::shell::peers::Peers;
+    use actix::{Actor, Arbiter, Context, Handler};
     use std::time::{Duration, Instant};
     use tern_conflict::SiteId;
+
+    /// Takes the map proposals nobody makes in a one-node site.
+    struct NoCluster;
+
+    impl Actor for NoCluster {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ProposeMap> for NoCluster {
+        type Result = ();
+
+        fn handle(&mut self, _: ProposeMap, _: &mut Self::Context) {}
+    }
 
     #[test]
     fn a_full_mailbox_makes_callers_wait_instead_of_failing() {
@@ -125,16 +458,44 @@ mod tests {
         system.block_on(async {
             let arbiter = Arbiter::new();
             let keyspace = Keyspace::new(1).expect("one partition is valid");
+            let me = NodeId::new(1).expect("non-zero");
+            let mut map = PartitionMap::bootstrap(
+                1,
+                0,
+                [PeerSpec {
+                    id: me,
+                    addr: "here".into(),
+                    zone: None,
+                }],
+            );
+            map.apply(&MapCommand::MarkUp {
+                id: me,
+                incarnation: 1,
+            })
+            .expect("register");
+            let view = Arc::new(MapView::new(map, me, 1));
+            let links = PartitionLinks {
+                peers: Arc::new(Peers::none()),
+                cluster: NoCluster.start().recipient(),
+                board: Arc::new(ReplicaBoard::new(1)),
+            };
+            let limits = Limits {
+                partition_mailbox_messages_max: 1,
+                ..Limits::default()
+            };
             let config = PartitionConfig {
                 partition: PartitionId(0),
                 site: SiteId(1),
-                limits: Limits::default(),
+                limits: limits.clone(),
                 hash_seed: 7,
             };
+            let actor_view = Arc::clone(&view);
             let addr = PartitionActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                PartitionActor::new(PartitionCore::new(config), Duration::from_secs(60))
+                let core = ReplicaCore::new(1, config, ReplicationLimits::default());
+                PartitionActor::new(core, actor_view, links, Duration::from_secs(60))
             });
-            let router = Router::new(keyspace, vec![addr], 1);
+            let routes = Arc::new(Routes::new(&view));
+            let router = Router::new(keyspace, vec![addr], &limits, 1, 1, routes, None);
             // Keep the actor's thread busy so the single mailbox slot stays taken.
             let (started_tx, started_rx) = std::sync::mpsc::channel();
             arbiter.spawn_fn(move || {

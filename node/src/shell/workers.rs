@@ -1,35 +1,45 @@
 //! The arbiter pool: threads that run the partition actors (and, see `resp`, the client
 //! connections, so that a connection and many of the partitions it talks to share a thread).
-use super::actor::PartitionActor;
-use super::router::Router;
+use super::actor::{PartitionActor, PartitionLinks};
+use super::map_view::MapView;
+use crate::cluster::NodeId;
 use crate::config::NodeConfig;
-use crate::core::{Keyspace, PartitionConfig, PartitionCore};
-use actix::{Actor, Arbiter, ArbiterHandle};
+use crate::core::{Keyspace, PartitionConfig, ReplicaCore};
+use actix::{Actor, Addr, Arbiter, ArbiterHandle};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::time::Duration;
 use tern_conflict::SiteId;
 
 #[derive(Debug)]
 pub struct Workers {
     arbiters: Vec<Arbiter>,
-    router: Router,
+    actors: Vec<Addr<PartitionActor>>,
 }
 
 impl Workers {
     /// Starts `config.effective_workers()` arbiters and one actor per partition, partition `i`
-    /// on arbiter `i mod workers`. Must run on a thread with a running actix `System` (arbiters
-    /// register with it). `config` must be validated.
-    pub fn start(config: &NodeConfig, keyspace: Keyspace) -> Self {
+    /// on arbiter `i mod workers`, each replica acting on `view` from its start. Must run on a
+    /// thread with a running actix `System` (arbiters register with it). `config` must be
+    /// validated.
+    pub(crate) fn start(
+        config: &NodeConfig,
+        keyspace: Keyspace,
+        me: NodeId,
+        view: &Arc<MapView>,
+        links: &PartitionLinks,
+    ) -> Self {
         let arbiters: Vec<Arbiter> = (0..config.effective_workers().max(1))
             .map(|_| Arbiter::new())
             .collect();
         let tick = Duration::from_millis(config.tick_ms);
         let mailbox = config.limits.partition_mailbox_messages_max;
+        let replication = config.limits.replication();
         // The std hasher's keys come from the OS RNG once per process and then increment per
         // `RandomState`, so hashing a per-partition counter gives distinct, unpredictable seeds.
         let seeds = RandomState::new();
-        let addrs = keyspace
+        let actors = keyspace
             .partitions()
             .map(|partition| {
                 let arbiter = &arbiters[usize::from(partition.0) % arbiters.len()];
@@ -39,20 +49,24 @@ impl Workers {
                     limits: config.limits.clone(),
                     hash_seed: seeds.hash_one(partition.0),
                 };
+                let replication = replication.clone();
+                let view = Arc::clone(view);
+                let links = links.clone();
                 PartitionActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
                     // Actix's own bound is not what limits the queue (see `Execute`), but it
                     // keeps actix's parking logic consistent with ours.
                     ctx.set_mailbox_capacity(mailbox);
-                    PartitionActor::new(PartitionCore::new(core_config), tick)
+                    let core = ReplicaCore::new(me.get(), core_config, replication);
+                    PartitionActor::new(core, view, links, tick)
                 })
             })
             .collect();
-        let router = Router::new(keyspace, addrs, mailbox);
-        Self { arbiters, router }
+        Self { arbiters, actors }
     }
 
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// Partition `i`'s actor at index `i`.
+    pub fn actors(&self) -> Vec<Addr<PartitionActor>> {
+        self.actors.clone()
     }
 
     pub fn handles(&self) -> Vec<ArbiterHandle> {
