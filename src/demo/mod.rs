@@ -1,5 +1,6 @@
 //! `tern demo`: an embedded node on a free loopback port and a narrated, self-checking client
 //! session against it over real TCP, told in scenes.
+mod failover;
 mod narrator;
 mod render;
 mod scenes;

@@ -2,7 +2,7 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
@@ -16,6 +16,8 @@ pub enum Expect {
     Int(i64),
     IntIn(RangeInclusive<i64>),
     Bulk(&'static str),
+    /// A bulk string built at run time.
+    Text(String),
     /// MGET-style array: `None` is a nil slot.
     Bulks(Vec<Option<&'static str>>),
     /// Any error reply from the server (the wording is the node's business; the demo shows it).
@@ -36,6 +38,7 @@ impl Expect {
             (Expect::Int(want), Value::Int(got)) => want == got,
             (Expect::IntIn(range), Value::Int(got)) => range.contains(got),
             (Expect::Bulk(want), _) => bulk_eq(value, Some(want)),
+            (Expect::Text(want), _) => bulk_eq(value, Some(want)),
             (Expect::Bulks(want), Value::Array(items)) => {
                 want.len() == items.len()
                     && want
@@ -67,6 +70,7 @@ impl fmt::Display for Expect {
                 write!(f, "an integer in {}..={}", range.start(), range.end())
             }
             Expect::Bulk(s) => write!(f, "{s:?}"),
+            Expect::Text(s) => write!(f, "{s:?}"),
             Expect::Bulks(items) => {
                 let inner: Vec<String> = items
                     .iter()
@@ -101,6 +105,24 @@ impl Narrator {
 
     pub fn commands(&self) -> u64 {
         self.commands
+    }
+
+    /// A narrator for another server, with this one's voice (quiet or not).
+    pub async fn connect_to(&self, url: &str) -> anyhow::Result<Narrator> {
+        let client = redis::Client::open(url)?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(super::CONNECT_MAX))
+            .set_response_timeout(Some(super::REPLY_MAX));
+        let con = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        Ok(Narrator::new(con, self.quiet))
+    }
+
+    /// Counts `other`'s commands as this narrator's.
+    pub fn absorb(&mut self, other: &Narrator) {
+        self.commands += other.commands;
     }
 
     /// A line of story.

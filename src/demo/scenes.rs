@@ -23,15 +23,17 @@ pub enum Scene {
     Counter,
     Expiry,
     Scan,
+    Failover,
 }
 
 impl Scene {
-    pub const ALL: [Scene; 5] = [
+    pub const ALL: [Scene; 6] = [
         Scene::Basics,
         Scene::ManyKeys,
         Scene::Counter,
         Scene::Expiry,
         Scene::Scan,
+        Scene::Failover,
     ];
 
     pub fn title(self) -> &'static str {
@@ -41,6 +43,7 @@ impl Scene {
             Scene::Counter => "a counter",
             Scene::Expiry => "keys that expire",
             Scene::Scan => "walking the keyspace",
+            Scene::Failover => "a node dies; no write is lost",
         }
     }
 
@@ -51,6 +54,7 @@ impl Scene {
             Scene::Counter => counter(n).await,
             Scene::Expiry => expiry(n).await,
             Scene::Scan => scan(n).await,
+            Scene::Failover => super::failover::failover(n).await,
         }
     }
 }
