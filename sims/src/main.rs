@@ -3,6 +3,8 @@
 //! ```text
 //! tern-sims run   --scenario single-node --seed 42 [--trace] [--trace-lines 500]
 //! tern-sims sweep --scenario single-node --seeds 0..1000
+//! tern-sims sweep --scenario wan-chaos --seeds 0..1000
+//! tern-sims run   --scenario site-chaos --seed 7 --trace
 //! ```
 //!
 //! Exits non-zero if any run breaks an invariant.
@@ -66,11 +68,30 @@ fn main() -> ExitCode {
             let options = RunOptions {
                 trace_lines: if trace { trace_lines } else { 0 },
             };
-            let report = tern_sims::run_with(scenario, seed, &options);
+            // WAN scenarios also say what the run exercised (conflicts, resends, repairs...).
+            let (report, wan_stats) = match scenario.wan_flavor() {
+                Some(flavor) => {
+                    let (report, stats) =
+                        tern_sims::scenario::wan::run_detailed(flavor, seed, &options, |_| {});
+                    (report, Some(stats))
+                }
+                None => match scenario.site_kind() {
+                    // Site scenarios say what the run exercised (crashes, failovers, retries...).
+                    Some(kind) => {
+                        let run = tern_sims::scenario::site::run(kind, seed, &options);
+                        println!("{:?}", run.stats);
+                        (run.report, None)
+                    }
+                    None => (tern_sims::run_with(scenario, seed, &options), None),
+                },
+            };
             for line in &report.trace_tail {
                 println!("  {line}");
             }
             println!("{report}");
+            if let Some(stats) = wan_stats {
+                println!("{stats:?}");
+            }
             if !report.passed() {
                 println!("replay: {}", report.replay_command());
             }

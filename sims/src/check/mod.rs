@@ -3,10 +3,16 @@
 //!
 //! - [`model`]: the reference model of Redis string/counter semantics, TTLs included;
 //! - [`linearizability`]: per-key WGL search over the client-observed history;
-//! - [`core_audit`]: structural invariants of a partition core (change log, versions, purges).
+//! - [`core_audit`]: structural invariants of a partition core (change log, versions, purges);
+//! - [`site`]: invariants of a replicated site (one primary per epoch, fencing, acknowledged
+//!   writes held across failover, versions, dedup, Raft agreement, availability after a heal);
+//! - [`convergence`]: multi-site WAN replication (phantoms, duplicate applies, versions,
+//!   convergence, lost updates).
+pub mod convergence;
 pub mod core_audit;
 pub mod linearizability;
 pub mod model;
+pub mod site;
 
 use tern_node::core::PartitionId;
 
@@ -99,6 +105,10 @@ pub enum Violation {
     },
     #[error("run stalled: {detail}")]
     Stalled { detail: String },
+    #[error(transparent)]
+    Wan(#[from] convergence::WanViolation),
+    #[error("{0}")]
+    Site(#[from] site::SiteViolation),
 }
 
 /// A key as text for messages: UTF-8 (lossy) in quotes.

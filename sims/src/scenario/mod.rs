@@ -1,6 +1,8 @@
 //! Scenarios: a world set up a certain way, a workload, and the checkers that judge it. Each is
 //! a function of its seed alone.
 pub mod single_node;
+pub mod site;
+pub mod wan;
 
 use crate::check::Violation;
 use crate::check::linearizability::LinSummary;
@@ -14,14 +16,64 @@ use std::str::FromStr;
 pub enum Scenario {
     /// One node with several partition cores, concurrent clients over a jittery network.
     SingleNode,
+    /// A Raft-managed site of 3–5 nodes; crash/restart focus.
+    SiteFailover,
+    /// A site under network faults: partitions (full, split, one-way), loss, duplication,
+    /// reordering, latency spikes.
+    SitePartition,
+    /// A site under every fault at once, clock steps and drift included.
+    SiteChaos,
+    /// N sites over a WAN: full and one-way partitions, loss, duplication, reordering.
+    WanPartition,
+    /// N sites over a WAN: gateway crashes and restarts, repairs after lost history.
+    WanCrash,
+    /// N sites over a WAN: every fault at once, large clock skew and steps included.
+    WanChaos,
 }
 
 impl Scenario {
-    pub const ALL: &'static [Scenario] = &[Scenario::SingleNode];
+    pub const ALL: &'static [Scenario] = &[
+        Scenario::SingleNode,
+        Scenario::SiteFailover,
+        Scenario::SitePartition,
+        Scenario::SiteChaos,
+        Scenario::WanPartition,
+        Scenario::WanCrash,
+        Scenario::WanChaos,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::SingleNode => "single-node",
+            Scenario::SiteFailover => "site-failover",
+            Scenario::SitePartition => "site-partition",
+            Scenario::SiteChaos => "site-chaos",
+            Scenario::WanPartition => "wan-partition",
+            Scenario::WanCrash => "wan-crash",
+            Scenario::WanChaos => "wan-chaos",
+        }
+    }
+
+    /// The site scenario's kind, if this is one.
+    pub fn site_kind(self) -> Option<site::SiteKind> {
+        match self {
+            Scenario::SingleNode
+            | Scenario::WanPartition
+            | Scenario::WanCrash
+            | Scenario::WanChaos => None,
+            Scenario::SiteFailover => Some(site::SiteKind::Failover),
+            Scenario::SitePartition => Some(site::SiteKind::Partition),
+            Scenario::SiteChaos => Some(site::SiteKind::Chaos),
+        }
+    }
+
+    /// The WAN scenario's fault mix, if this is one.
+    pub fn wan_flavor(self) -> Option<wan::Flavor> {
+        match self {
+            Scenario::WanPartition => Some(wan::Flavor::Partition),
+            Scenario::WanCrash => Some(wan::Flavor::Crash),
+            Scenario::WanChaos => Some(wan::Flavor::Chaos),
+            _ => None,
         }
     }
 }
@@ -145,7 +197,11 @@ pub fn run(scenario: Scenario, seed: u64) -> RunReport {
 }
 
 pub fn run_with(scenario: Scenario, seed: u64, options: &RunOptions) -> RunReport {
-    match scenario {
-        Scenario::SingleNode => single_node::run(seed, options),
+    if let Some(flavor) = scenario.wan_flavor() {
+        return wan::run(flavor, seed, options);
+    }
+    match scenario.site_kind() {
+        None => single_node::run(seed, options),
+        Some(kind) => site::run(kind, seed, options).report,
     }
 }

@@ -1,0 +1,311 @@
+//! One site: P partition cores (one replica per partition — the site-internal HA is another
+//! scenario's business), the keyspace's resolvers, the WAN sink cursors persisted with the
+//! partitions, and the clients' operations. Every change a core commits is audited by the
+//! [`WanChecker`] right away.
+use super::Injection;
+use crate::check::convergence::{WanChecker, WanViolation};
+use crate::net::HostId;
+use crate::rng::SimRng;
+use bytes::Bytes;
+use rand::RngCore;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tern_conflict::{
+    ConflictResolver, LastWriterWins, RegistryError, Resolution, ResolverRegistry, SiteId,
+    Versioned,
+};
+use tern_node::core::{
+    Command, Keyspace, PartitionConfig, PartitionCore, PartitionId, RemoteApplied, Response,
+};
+use tern_node::limits::Limits;
+
+/// String keys (SET/DEL/GET), resolved last-writer-wins.
+pub const STRING_PREFIX: &str = "s:";
+/// Counter keys (only ever INCRBY), resolved by counter merge.
+pub const COUNTER_PREFIX: &str = "c:";
+
+/// Which resolver each key prefix uses, by registry name (first match wins).
+pub const RESOLVER_TABLE: &[(&str, &str)] = &[
+    (COUNTER_PREFIX, tern_conflict::CounterMerge::NAME),
+    (STRING_PREFIX, LastWriterWins::NAME),
+];
+
+/// The keyspace's resolvers, picked per key prefix from a [`ResolverRegistry`].
+#[derive(Debug, Clone)]
+pub struct Resolvers {
+    by_prefix: Vec<(Bytes, Arc<dyn ConflictResolver>)>,
+    fallback: Arc<dyn ConflictResolver>,
+}
+
+impl Resolvers {
+    pub fn from_registry(
+        registry: &ResolverRegistry,
+        table: &[(&str, &str)],
+    ) -> Result<Self, RegistryError> {
+        let by_prefix = table
+            .iter()
+            .map(|&(prefix, name)| Ok((Bytes::from(prefix.to_string()), registry.get(name)?)))
+            .collect::<Result<_, RegistryError>>()?;
+        Ok(Self {
+            by_prefix,
+            fallback: registry.get(LastWriterWins::NAME)?,
+        })
+    }
+
+    pub fn for_key(&self, key: &[u8]) -> &dyn ConflictResolver {
+        self.by_prefix
+            .iter()
+            .find(|(prefix, _)| key.starts_with(prefix))
+            .map_or(self.fallback.as_ref(), |(_, r)| r.as_ref())
+    }
+}
+
+/// A broken resolver for the injection tests: it keeps whichever version arrived first, so the
+/// result depends on delivery order (the law kit rejects it; here convergence must catch it).
+#[derive(Debug)]
+pub struct FirstArrivalWins;
+
+impl ConflictResolver for FirstArrivalWins {
+    fn name(&self) -> &str {
+        LastWriterWins::NAME
+    }
+
+    fn resolve(&self, _key: &[u8], _local: &Versioned, _incoming: &Versioned) -> Resolution {
+        Resolution::KeepLocal
+    }
+}
+
+/// The registry a run uses: the built-ins, or with `lww` replaced by the broken resolver.
+pub fn registry_for(inject: Option<Injection>) -> ResolverRegistry {
+    let mut registry = ResolverRegistry::with_builtins();
+    if inject == Some(Injection::OrderDependentResolver) {
+        registry.replace(Arc::new(FirstArrivalWins));
+    }
+    registry
+}
+
+/// What a client does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOp {
+    Set { key: Bytes, value: Bytes },
+    Del { key: Bytes },
+    IncrBy { key: Bytes, delta: i64 },
+    Get { key: Bytes },
+}
+
+impl ClientOp {
+    /// A random operation on the shared key set; `value_serial` makes SET values unique.
+    pub fn random(
+        rng: &mut SimRng,
+        string_keys: u64,
+        counter_keys: u64,
+        site: usize,
+        value_serial: u64,
+    ) -> Self {
+        let string_key = |rng: &mut SimRng| {
+            Bytes::from(format!(
+                "{STRING_PREFIX}{}",
+                rng.between(0, string_keys - 1)
+            ))
+        };
+        match rng.weighted(&[(40, 0u8), (12, 1), (33, 2), (15, 3)]) {
+            0 => ClientOp::Set {
+                key: string_key(rng),
+                value: Bytes::from(format!("v{site}-{value_serial}")),
+            },
+            1 => ClientOp::Del {
+                key: string_key(rng),
+            },
+            2 => ClientOp::IncrBy {
+                key: Bytes::from(format!(
+                    "{COUNTER_PREFIX}{}",
+                    rng.between(0, counter_keys - 1)
+                )),
+                delta: rng.between_i64(-5, 9),
+            },
+            _ => ClientOp::Get {
+                key: string_key(rng),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Site {
+    pub index: usize,
+    pub id: SiteId,
+    /// The host the site's clients run on (the gateway has its own host, so it can crash
+    /// alone).
+    pub host: HostId,
+    keyspace: Keyspace,
+    cores: Vec<PartitionCore>,
+    resolvers: Resolvers,
+    /// Per (source site, partition), the highest seq the sink applied: persisted atomically
+    /// with the partition's data, so a restarted gateway resumes exactly there.
+    pub sink_cursors: BTreeMap<(usize, PartitionId), u64>,
+    /// Per partition, the last seq the checker audited.
+    audited: Vec<u64>,
+    /// SET values written here so far (makes each value unique).
+    pub values_written: u64,
+    pub conflicts: u64,
+    pub clock_rejections: u64,
+}
+
+impl Site {
+    pub fn new(
+        index: usize,
+        id: SiteId,
+        host: HostId,
+        partitions: u32,
+        limits: &Limits,
+        resolvers: Resolvers,
+        rng: &mut SimRng,
+    ) -> Self {
+        // The partition count is drawn from a small valid range by the config.
+        let keyspace = Keyspace::new(partitions).expect("partition count drawn in 2..=5");
+        let cores: Vec<PartitionCore> = keyspace
+            .partitions()
+            .map(|partition| {
+                PartitionCore::new(PartitionConfig {
+                    partition,
+                    site: id,
+                    limits: limits.clone(),
+                    hash_seed: rng.next_u64(),
+                })
+            })
+            .collect();
+        let audited = vec![0; cores.len()];
+        Self {
+            index,
+            id,
+            host,
+            keyspace,
+            cores,
+            resolvers,
+            sink_cursors: BTreeMap::new(),
+            audited,
+            values_written: 0,
+            conflicts: 0,
+            clock_rejections: 0,
+        }
+    }
+
+    pub fn partitions(&self) -> impl Iterator<Item = PartitionId> + use<> {
+        self.keyspace.partitions()
+    }
+
+    pub fn core(&self, partition: PartitionId) -> &PartitionCore {
+        &self.cores[usize::from(partition.0)]
+    }
+
+    pub fn partition_of(&self, key: &[u8]) -> PartitionId {
+        self.keyspace.partition_of(key)
+    }
+
+    /// Run one client operation at site time `now_ms`; acknowledged writes are reported to the
+    /// checker with the version they committed.
+    pub fn client_op(
+        &mut self,
+        op: &ClientOp,
+        now_ms: u64,
+        checker: &mut WanChecker,
+    ) -> Result<(), WanViolation> {
+        let (key, command) = match op {
+            ClientOp::Set { key, value } => {
+                checker.register_value(value);
+                self.values_written += 1;
+                let command = Command::Set {
+                    key: key.clone(),
+                    value: value.clone(),
+                    condition: tern_node::core::SetCondition::Always,
+                    expiry: None,
+                    get: false,
+                };
+                (key, command)
+            }
+            ClientOp::Del { key } => (key, Command::Del { key: key.clone() }),
+            ClientOp::IncrBy { key, delta } => (
+                key,
+                Command::IncrBy {
+                    key: key.clone(),
+                    delta: *delta,
+                },
+            ),
+            ClientOp::Get { key } => (key, Command::Get { key: key.clone() }),
+        };
+        let partition = self.partition_of(key);
+        let core = &mut self.cores[usize::from(partition.0)];
+        let before = core.last_seq();
+        let result = core.handle_command(command, now_ms);
+        let committed = core.last_seq() > before;
+        match (op, &result) {
+            (ClientOp::Get { key }, Ok(Response::Value(value))) => {
+                checker.check_read(self.index, key, value.as_ref())?;
+            }
+            (ClientOp::IncrBy { key, delta }, Ok(Response::Int(_))) => {
+                checker.register_increment(self.index, key, *delta);
+            }
+            _ => {}
+        }
+        if committed {
+            let core = &self.cores[usize::from(partition.0)];
+            if let Some(version) = core.entry(key).map(|e| e.version.clone()) {
+                checker.acked_write(self.index, key, &version);
+            }
+        }
+        self.audit(partition, checker, "a client write")
+    }
+
+    /// Apply an entry another site committed (a sink's record or a repair snapshot's entry)
+    /// through the key's resolver.
+    pub fn apply_remote(
+        &mut self,
+        key: Bytes,
+        entry: Versioned,
+        now_ms: u64,
+        checker: &mut WanChecker,
+        cause: &str,
+    ) -> Result<RemoteApplied, WanViolation> {
+        checker.check_entry(self.index, &key, &entry, cause)?;
+        let partition = self.partition_of(&key);
+        let resolver = self.resolvers.for_key(&key);
+        let applied =
+            self.cores[usize::from(partition.0)].apply_remote(key, entry, resolver, now_ms);
+        self.conflicts += u64::from(applied.is_conflict());
+        self.clock_rejections += u64::from(applied.clock.is_err());
+        self.audit(partition, checker, cause)?;
+        Ok(applied)
+    }
+
+    /// Every entry of every partition, tombstones included: what convergence compares.
+    pub fn state(&self) -> BTreeMap<Bytes, Versioned> {
+        self.cores
+            .iter()
+            .flat_map(|core| core.snapshot_entries())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Records committed since the last audit (each mutation commits at most one, so they are
+    /// always still in the log).
+    fn audit(
+        &mut self,
+        partition: PartitionId,
+        checker: &mut WanChecker,
+        cause: &str,
+    ) -> Result<(), WanViolation> {
+        let index = usize::from(partition.0);
+        let core = &self.cores[index];
+        let Ok(records) = core.changes_since(self.audited[index]) else {
+            return Err(WanViolation::LinkBroken {
+                link: format!("site {} {partition}", self.index),
+                detail: "the change log dropped records before the audit read them".into(),
+            });
+        };
+        for record in records {
+            checker.audit_record(self.index, record, cause)?;
+            self.audited[index] = record.seq;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! Reproducers of open bugs the site scenarios found in the cores (`node/`). Each is a seed and
+//! a config knob the default sweep leaves off; each test asserts the run keeps every invariant,
+//! so it fails today and passes once the bug is fixed — then remove its `#[ignore]` (and turn the
+//! knob on in `Config::for_seed`). Replay one with its trace tail:
+//!
+//! ```text
+//! cargo test -p tern-sims --test site_known_bugs -- --ignored --nocapture <test name>
+//! ```
+use tern_sims::RunOptions;
+use tern_sims::scenario::site::{self, Config, SiteKind};
+
+/// Run and fail with the violation and the last events, if any invariant broke.
+fn assert_keeps_invariants(kind: SiteKind, seed: u64, adjust: impl FnOnce(&mut Config)) {
+    let options = RunOptions { trace_lines: 80 };
+    let run = site::run_adjusted(kind, seed, &options, adjust);
+    if let Some(violation) = &run.report.violation {
+        for line in &run.report.trace_tail {
+            println!("  {line}");
+        }
+        panic!("{} seed {seed}: {violation}", kind.scenario());
+    }
+}
+
+/// Bug 1 (node/src/core/replica/primary.rs, `primary_assignment` + `check_caught_up`): a backup
+/// that restarts before the failure detector notices is fenced by `MarkUp` with its new
+/// incarnation, which removes it from `in_sync` but keeps it a replica. The primary keeps the
+/// `Follower` it had for the previous incarnation (`matched`, `acked_seq`), so on its next tick
+/// `check_caught_up` proposes `CaughtUp` for a node whose log is empty, the map accepts it, and
+/// the planner may even start a failback handover to it. Here: n3 restarts after 293 ms
+/// (incarnation 2), `MarkUp` commits at 2.383 s, n1 (primary of p4) has `CaughtUp p4 n3`
+/// committed 20 ms later, n1 crashes, and n3 is promoted with its log at seq 0 although seq 22
+/// was acknowledged.
+#[test]
+#[ignore = "open core bug 1: stale follower state after a backup's restart"]
+fn bug1_a_quickly_restarted_backup_is_not_put_back_in_sync_empty() {
+    assert_keeps_invariants(SiteKind::Failover, 29, |config| {
+        config.quick_restart_ppm = 500_000;
+    });
+}
+
+/// Bug 2 (node/src/core/replica/backup.rs, `backup_replicate`; primary.rs, `check_caught_up` /
+/// `check_handover`): a deposed primary keeps the records it executed but never got
+/// acknowledged (its log runs *past* the new primary's). As a backup it acknowledges
+/// `matched_seq` = the new primary's last seq, which counts as caught up, and the divergent tail
+/// is only found out when the new primary writes its next record. If it writes nothing on that
+/// partition first, the old primary goes back in sync with the tail and, promoted or handed the
+/// partition back (failback), makes those never-acknowledged records real. Here p6's e1 primary
+/// n2 executed `INCRBY k4 -2` (seq 9) and `DEL k4` (seq 10) unacknowledged; n1 (e2) wrote nothing
+/// to p6; n2 got back in sync and primary at e3 with seqs 9–10. The DEL had meanwhile been
+/// retried and answered 0 at e2, so its resurrected e1 execution deletes a value a later
+/// acknowledged INCRBY relied on: the history of k4 is not linearizable.
+#[test]
+#[ignore = "open core bug 2: a backup's divergent tail past the primary's last seq survives"]
+fn bug2_a_deposed_primarys_unacknowledged_tail_never_becomes_real() {
+    assert_keeps_invariants(SiteKind::Partition, 7, |config| {
+        config.overlap_faults = true;
+    });
+}
+
+/// Liveness gap 3 (node/src/cluster/map.rs `fence`/`mark_up`, planner order): the map stops
+/// trusting the only live complete copy of a partition and leaves it without primary for good
+/// (`primary: None`, `orphaned_by: None`; only an operator's `ForcePrimary` helps), though that
+/// copy holds every acknowledged write. Shapes seen: (a) the primary crashes while its only
+/// in-sync backup is isolated; the planner proposes `MarkDown backup` before `MarkUp primary
+/// (new incarnation)`, so the fence finds no in-sync backup and `mark_up` clears `orphaned_by`
+/// ("restarted: the only complete copy is gone"); (b) a `ShrinkInSync` the primary proposed just
+/// before crashing commits seconds later (no quorum meanwhile) and removes the surviving copy —
+/// safe, since the primary never acknowledged anything without it, but that copy is then
+/// distrusted; (c) after a split heals, a leader with a stale view marks the healthy primary
+/// down, promoting an in-sync backup that has just crashed. Here (a): n2 (primary of p2)
+/// crashes while its only in-sync backup n1 is isolated; one planner round commits `MarkDown n1`
+/// then `MarkUp n2 incarnation 2`, and p2 never gets a primary again though n1 holds its data.
+#[test]
+#[ignore = "open liveness gap 3: the map distrusts the last complete copy"]
+fn gap3_a_partition_whose_complete_copy_lives_gets_a_primary_back() {
+    assert_keeps_invariants(SiteKind::Chaos, 43, |config| {
+        config.overlap_faults = true;
+    });
+}
+
+/// Bug 4 (node/src/core/replica/primary.rs, `primary_tick` / `primary_assignment`): a primary
+/// proposes `CaughtUp` for a backup, then (the backup stalls) `ShrinkInSync` with
+/// `drop_promise`; both proposals are lost (the primary is cut off from the Raft leader). The
+/// promise is only dropped by the *next map assignment*, the `CaughtUp` retry requires
+/// `!drop_promise` and the shrink retry requires a stall — so when the site is quiet afterwards
+/// and no map command commits any more, the backup stays "promised" (waited on like an in-sync
+/// one) but is never proposed in sync again: here p0 of site-partition seed 1015 ends with its
+/// preferred backup n2 caught up (acks at the primary's last seq) and out of `in_sync` forever.
+#[test]
+#[ignore = "open core bug 4: a promise that is never dropped without a map change"]
+fn bug4_a_caught_up_backup_gets_back_in_sync_when_the_map_is_quiet() {
+    assert_keeps_invariants(SiteKind::Partition, 1015, |_| {});
+}
+
+/// Bug 5 (node/src/core/replica/primary.rs, `check_caught_up`): a backup that stopped
+/// acknowledging (e.g. its link to the primary is cut one way) counts as caught up as long as
+/// its *last* acknowledgement equals `acknowledged_seq`, which holds whenever no new write was
+/// acknowledged since the shrink. The primary then alternates `CaughtUp` and (the backup being
+/// stalled for longer than `backup_ack_timeout_ms` already) `ShrinkInSync` on every tick, each
+/// pair a Raft round and a `sync_generation` bump, and every write meanwhile waits for the next
+/// shrink. Here one partition gets 31 `CaughtUp`s in a 15 s run; a handful is expected.
+#[test]
+#[ignore = "open core bug 5: CaughtUp/ShrinkInSync flapping for an unresponsive backup"]
+fn bug5_an_unresponsive_backup_is_not_proposed_in_sync_over_and_over() {
+    let run = site::run(SiteKind::Chaos, 12, &RunOptions::default());
+    assert!(run.report.violation.is_none(), "{:?}", run.report.violation);
+    let caught_up_max = run.stats.checker.caught_up_max;
+    assert!(
+        caught_up_max <= 8,
+        "site-chaos seed 12: one partition saw {caught_up_max} CaughtUp commands"
+    );
+}
