@@ -278,8 +278,6 @@ async fn kill9_of_a_primary_fails_over_loses_no_write_and_fails_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: draining the node that leads the Raft map stalls its handovers until \
-            shutdown_drain_ms_max (writes see -TRYAGAIN); fails in most runs"]
 async fn a_drained_rolling_restart_fails_no_client_write() {
     let _serial = SERIAL.lock().await;
     tokio::time::timeout(TEST_MAX, rolling_restart())

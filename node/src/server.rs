@@ -120,6 +120,7 @@ impl NodeHandle {
     pub async fn shutdown(mut self) {
         if self.clustered {
             let (reply, drained) = oneshot::channel();
+            let started = std::time::Instant::now();
             self.cluster.do_send(DrainSelf { reply });
             if tokio::time::timeout(self.drain_bound, drained)
                 .await
@@ -129,6 +130,8 @@ impl NodeHandle {
                     node = self.node_id,
                     "drain did not finish within shutdown_drain_ms_max; stopping anyway"
                 );
+            } else {
+                tracing::info!(node = self.node_id, took = ?started.elapsed(), "drained");
             }
         }
         self.stop_with(StopKind::Graceful).await;

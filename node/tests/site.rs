@@ -304,3 +304,108 @@ async fn losing_the_map_leader_with_its_primaries_still_fails_over_quickly() {
     })
     .await;
 }
+
+/// Like [`writer`], but through a node that is about to stop: a closed connection ends it
+/// (a client would reconnect elsewhere), an error reply is a failure.
+async fn writer_until_closed(
+    addr: std::net::SocketAddr,
+    tag: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut client = Raw::connect(addr).await;
+    let mut acked = Vec::new();
+    let mut errors = Vec::new();
+    let mut n = 0u64;
+    while !*stop.borrow() {
+        let key = format!("{tag}-{n}");
+        let value = format!("{tag}-value-{n}");
+        let args: Vec<&[u8]> = vec![b"SET", key.as_bytes(), value.as_bytes()];
+        client.send(&common::encode_request(&args)).await;
+        match client.try_reply().await.map(|f| common::render(&f)) {
+            Some(reply) if reply == "+OK" => acked.push((key, value)),
+            Some(reply) => errors.push(reply),
+            None => break,
+        }
+        n += 1;
+    }
+    (acked, errors)
+}
+
+/// The Raft map leader stopping gracefully (a rolling restart's SIGTERM): it drains, hands
+/// the map's leadership over, and stops promptly — with requests still in flight through it
+/// (forwarded to the new primaries when its transport closes) — and no write through any
+/// node fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_map_leader_drains_fast_and_fails_no_write() {
+    let _serial = SERIAL.lock().await;
+    bounded(Duration::from_secs(90), async {
+        let mut site = Site::start(15, 3, PARTITIONS).await;
+        site.wait_settled(Duration::from_secs(20)).await;
+        let leader = site.statuses()[0].map_leader.expect("a map leader");
+        let victim = usize::try_from(leader - 1).expect("small id");
+        let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+        assert!(
+            site.primaries().values().any(|p| *p == Some(leader)),
+            "the leader leads partitions: {:?}",
+            site.primaries()
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut writers = Vec::new();
+        for (n, &i) in survivors.iter().enumerate() {
+            writers.push(tokio::spawn(writer(
+                site.addr(i),
+                format!("s{n}"),
+                stop_rx.clone(),
+            )));
+        }
+        let through_victim: Vec<_> = (0..4)
+            .map(|n| {
+                tokio::spawn(writer_until_closed(
+                    site.addr(victim),
+                    format!("v{n}"),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let stopping = Instant::now();
+        site.shutdown(victim).await;
+        let took = stopping.elapsed();
+        eprintln!("LEADER DRAIN: node {leader} (map leader) drained and stopped in {took:?}");
+        assert!(
+            took < Duration::from_millis(2_000),
+            "stopping the map leader took {took:?} (the drain bound is 5 s)"
+        );
+        // Someone else leads the map, and every partition has a live primary.
+        site.wait_for("a new map leader", Duration::from_secs(5), |statuses| {
+            statuses.iter().all(|s| {
+                s.map_leader.is_some_and(|l| l != leader)
+                    && s.partitions
+                        .iter()
+                        .all(|p| p.primary.is_some_and(|n| n != leader))
+            })
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = stop_tx.send(true);
+        let mut acked = Vec::new();
+        for w in writers.into_iter().chain(through_victim) {
+            let (writes, errors) = w.await.expect("writer task");
+            assert!(
+                errors.is_empty(),
+                "writes failed while the map leader stopped: {errors:?}"
+            );
+            acked.extend(writes);
+        }
+        eprintln!(
+            "{} writes acknowledged around the leader's stop",
+            acked.len()
+        );
+        for &i in &survivors {
+            assert_readable(site.addr(i), &acked).await;
+        }
+        site.stop_all().await;
+    })
+    .await;
+}

@@ -106,6 +106,7 @@ enum Deferred {
     Message(Message),
     Tick,
     Propose(Vec<u8>),
+    TransferLeadership(NodeId),
 }
 
 pub struct RaftGroup {
@@ -271,6 +272,27 @@ impl RaftGroup {
         self.raw.step(message).map_err(RaftGroupError::Step)
     }
 
+    /// On the leader: hands leadership to `to` (raft-rs catches `to` up, then tells it to
+    /// campaign at once). A node about to stop calls it so the site keeps a leader without
+    /// waiting out an election timeout, and so the commands its drain needs are committed by a
+    /// leader that stays. While the transfer runs (at most an election timeout) proposals are
+    /// dropped; proposers retry. Ignored when not the leader or `to` is this node.
+    pub fn transfer_leadership(&mut self, to: NodeId) {
+        if !self.is_leader() || to == self.id {
+            return;
+        }
+        if self.awaiting_advance {
+            self.deferred.push_back(Deferred::TransferLeadership(to));
+            return;
+        }
+        self.raw.transfer_leader(to.get());
+    }
+
+    /// Whether a leadership transfer started by [`Self::transfer_leadership`] is running.
+    pub fn transferring_leadership(&self) -> bool {
+        self.is_leader() && self.raw.raft.lead_transferee.is_some()
+    }
+
     /// Proposes `command` for the log; it is applied (or rejected as stale) when committed.
     pub fn propose(&mut self, command: &MapCommand) -> Result<(), ProposeError> {
         if !self.is_leader() {
@@ -376,6 +398,7 @@ impl RaftGroup {
                         tracing::debug!(node = %self.id, "drop a queued Raft message: {e}");
                     }
                 }
+                Deferred::TransferLeadership(to) => self.transfer_leadership(to),
                 Deferred::Propose(data) => {
                     if self.raw.propose(Vec::new(), data).is_err() {
                         tracing::debug!(node = %self.id, "a queued proposal was dropped");

@@ -239,6 +239,10 @@ impl ClusterActor {
         }
         self.run_planner(now_ms);
         self.repropose_drain(now_ms);
+        if !self.drain_waits.is_empty() {
+            // Leadership moves without a map change.
+            self.check_waits();
+        }
         self.pump();
         self.expire_admin_waits(now_ms);
         if now_ms >= self.next_sweep_ms {
@@ -286,6 +290,25 @@ impl ClusterActor {
         self.next_drain_ms = now_ms + self.planner_repropose_ms.max(1);
         if self.view.map.node(self.me).map(|i| i.status) == Some(NodeStatus::Up) {
             self.propose(MapCommand::Drain { id: self.me });
+        }
+        // After the proposal: raft-rs drops proposals while a transfer runs, but one already
+        // in the log is committed by the new leader.
+        self.hand_off_leadership(now_ms);
+    }
+
+    /// A node stopping should not lead the map: once it exits, the site would wait out an
+    /// election timeout before any map command (the restarted node's `MarkUp`, a failover)
+    /// can commit. Hands leadership to a live peer marked up (lowest id first).
+    fn hand_off_leadership(&mut self, now_ms: u64) {
+        let (MapLog::Raft { group, .. }, Some(detector)) = (&mut self.log, &self.detector) else {
+            return;
+        };
+        if !group.is_leader() || group.transferring_leadership() {
+            return;
+        }
+        if let Some(to) = successor(self.me, &self.view.map, detector, now_ms) {
+            tracing::info!(node = %self.me, to = %to, "draining: handing Raft leadership over");
+            group.transfer_leadership(to);
         }
     }
 
@@ -469,8 +492,18 @@ impl ClusterActor {
         !self.holds_primaries() || !others_up
     }
 
+    /// Whether this node still leads the map while a live peer could take over.
+    fn leads_with_successor(&self) -> bool {
+        let (MapLog::Raft { group, .. }, Some(detector)) = (&self.log, &self.detector) else {
+            return false;
+        };
+        group.is_leader() && successor(self.me, &self.view.map, detector, self.now_ms()).is_some()
+    }
+
     fn check_waits(&mut self) {
-        if !self.drain_waits.is_empty() && self.drained() {
+        // A drained node that still leads waits for its leadership transfer (bounded by the
+        // caller's drain timeout): stopping now would leave the site without a leader.
+        if !self.drain_waits.is_empty() && self.drained() && !self.leads_with_successor() {
             for reply in self.drain_waits.drain(..) {
                 let _ = reply.send(());
             }
@@ -565,6 +598,22 @@ impl ClusterActor {
     }
 }
 
+/// Who should lead the map instead of `me`: a live peer marked up, lowest id first.
+fn successor(
+    me: NodeId,
+    map: &PartitionMap,
+    detector: &FailureDetector,
+    now_ms: u64,
+) -> Option<NodeId> {
+    map.nodes().iter().find_map(|(&id, info)| {
+        let alive = matches!(
+            detector.liveness(id, now_ms),
+            crate::cluster::Liveness::Alive { .. }
+        );
+        (id != me && info.status == NodeStatus::Up && alive).then_some(id)
+    })
+}
+
 impl Actor for ClusterActor {
     type Context = Context<Self>;
 
@@ -637,7 +686,8 @@ impl Handler<DrainSelf> for ClusterActor {
     type Result = ();
 
     fn handle(&mut self, msg: DrainSelf, _ctx: &mut Self::Context) {
-        if self.drained() || matches!(self.log, MapLog::Local(_)) {
+        if (self.drained() && !self.leads_with_successor()) || matches!(self.log, MapLog::Local(_))
+        {
             let _ = msg.reply.send(());
             return;
         }

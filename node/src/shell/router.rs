@@ -72,8 +72,14 @@ enum Attempt {
         to: u64,
         rx: oneshot::Receiver<Reply>,
     },
-    /// No primary to send it to (or it could not be sent).
-    Unsent,
+    /// Not sent: no primary known (`to: None`), or `to`'s link refused it (closed link, full
+    /// queue, this node's transport stopping). Remembering `to` is what makes the retry loop
+    /// back off before trying the same node again instead of spinning on a dead link, which
+    /// would hog this arbiter thread (and every partition actor and connection on it) until
+    /// `forward_retry_ms_max`.
+    Unsent {
+        to: Option<u64>,
+    },
 }
 
 impl Attempt {
@@ -82,7 +88,7 @@ impl Attempt {
         match self {
             Attempt::Local(_) => Some(me),
             Attempt::Remote { to, .. } => Some(*to),
-            Attempt::Unsent => None,
+            Attempt::Unsent { to } => *to,
         }
     }
 }
@@ -132,7 +138,7 @@ impl PendingReplies {
                     Ok(Err(failed)) => Err(failed.into()),
                     Err(_) => Err(ShellError::Stopped(partition)),
                 },
-                Attempt::Remote { .. } | Attempt::Unsent => Err(ShellError::TryAgain {
+                Attempt::Remote { .. } | Attempt::Unsent { .. } => Err(ShellError::TryAgain {
                     partition,
                     waited_ms: 0,
                 }),
@@ -226,7 +232,7 @@ impl Retry {
     ) -> Ended {
         let site = &self.router.site;
         let reply = match attempt {
-            Attempt::Unsent => return Ended::Lost,
+            Attempt::Unsent { .. } => return Ended::Lost,
             // A local replica answers every request it got exactly once (answer, redirect,
             // or failure), so there is no timeout to apply.
             Attempt::Local(rx) => match rx.await {
@@ -345,7 +351,7 @@ impl Router {
         });
         let first = match site.routes.primary(partition) {
             Some(to) => self.attempt(partition, to, id, 1, &retry.commands).await,
-            None => Attempt::Unsent,
+            None => Attempt::Unsent { to: None },
         };
         Ok(PendingReplies {
             partition,
@@ -379,15 +385,15 @@ impl Router {
             };
             return match self.submit_local(partition, request).await {
                 Ok(rx) => Attempt::Local(rx),
-                Err(_) => Attempt::Unsent,
+                Err(_) => Attempt::Unsent { to: Some(to) },
             };
         }
         let Some(forwarder) = &self.site.forwarder else {
-            return Attempt::Unsent;
+            return Attempt::Unsent { to: Some(to) };
         };
         match forwarder.send(to, partition, id, attempt, commands) {
             Some(rx) => Attempt::Remote { to, rx },
-            None => Attempt::Unsent,
+            None => Attempt::Unsent { to: Some(to) },
         }
     }
 
@@ -519,6 +525,101 @@ mod tests {
             );
             assert_eq!(first.wait().await, Ok(vec![Ok(Response::Int(0))]));
             assert_eq!(second.wait().await, Ok(vec![Ok(Response::Int(0))]));
+            arbiter.stop();
+            assert!(arbiter.join().is_ok());
+        });
+    }
+
+    /// A primary whose link refuses every frame (this node's transport stopping, a full queue)
+    /// must not turn the retry loop into a spin: that hogs the arbiter thread, so neither the
+    /// partition actors nor the connections on it (nor the arbiter's own stop) run until
+    /// `forward_retry_ms_max` runs out.
+    #[test]
+    fn retrying_against_a_refusing_link_yields_the_thread() {
+        let system = actix::System::new();
+        system.block_on(async {
+            let arbiter = Arbiter::new();
+            let keyspace = Keyspace::new(1).expect("one partition is valid");
+            let ids = [1, 2].map(|n| NodeId::new(n).expect("non-zero"));
+            let mut map = PartitionMap::bootstrap(
+                1,
+                0,
+                ids.map(|id| PeerSpec {
+                    id,
+                    addr: format!("node-{id}"),
+                    zone: None,
+                }),
+            );
+            for id in ids {
+                map.apply(&MapCommand::MarkUp { id, incarnation: 1 })
+                    .expect("register");
+            }
+            let primary = map.partitions()[0].primary.expect("a primary");
+            // This node is the other one: every request is forwarded to `primary`.
+            let me = ids.into_iter().find(|&n| n != primary).expect("two nodes");
+            let view = Arc::new(MapView::new(map, me, 1));
+            // No peer links at all: every forward is refused at once.
+            let peers = Arc::new(Peers::none());
+            let links = PartitionLinks {
+                peers: Arc::clone(&peers),
+                cluster: NoCluster.start().recipient(),
+                board: Arc::new(ReplicaBoard::new(1)),
+            };
+            let limits = Limits {
+                forward_retry_ms_max: 300,
+                forward_backoff_ms: 10,
+                ..Limits::default()
+            };
+            let config = PartitionConfig {
+                partition: PartitionId(0),
+                site: SiteId(1),
+                limits: limits.clone(),
+                hash_seed: 7,
+            };
+            let actor_view = Arc::clone(&view);
+            let addr = PartitionActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                let core = ReplicaCore::new(me.get(), config, ReplicationLimits::default());
+                PartitionActor::new(core, actor_view, links, Duration::from_secs(60))
+            });
+            let routes = Arc::new(Routes::new(&view));
+            let forwarder = Some(Arc::new(Forwarder::new(peers)));
+            let router = Router::new(
+                keyspace,
+                vec![addr],
+                &limits,
+                me.get(),
+                1,
+                routes,
+                forwarder,
+            );
+
+            // A task on the same thread that only needs the thread to be given back now and
+            // then.
+            let ticks = Arc::new(AtomicU64::new(0));
+            let counter = Arc::clone(&ticks);
+            let ticker = actix::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let started = Instant::now();
+            let outcome = router.execute(PartitionId(0), vec![Command::DbSize]).await;
+            let waited = started.elapsed();
+            ticker.abort();
+            assert!(
+                matches!(outcome, Err(ShellError::TryAgain { .. })),
+                "{outcome:?}"
+            );
+            assert!(
+                waited >= Duration::from_millis(300),
+                "gave up after {waited:?}"
+            );
+            let ticks = ticks.load(Ordering::Relaxed);
+            assert!(
+                ticks >= 10,
+                "the retry loop kept the thread for {waited:?} (the other task ran {ticks} times)"
+            );
             arbiter.stop();
             assert!(arbiter.join().is_ok());
         });
