@@ -11,18 +11,7 @@ use tern_sims::{RunOptions, Scenario};
 /// `tests/site_known_bugs.rs`). The sweep checks they still fail; once one passes, delete it
 /// here and remove the `#[ignore]` of its reproducer. (A change in the cores may also move a
 /// bug to other seeds: triage a new failing seed with its replay line.)
-const KNOWN_BUGS: &[(SiteKind, u64, &str)] = &[
-    (
-        SiteKind::Partition,
-        1015,
-        "bug 4: a lost CaughtUp + ShrinkInSync pair leaves a backup promised forever",
-    ),
-    (
-        SiteKind::Chaos,
-        189,
-        "bugs 5 then 4: CaughtUp/ShrinkInSync flapping, then a promise never dropped",
-    ),
-];
+const KNOWN_BUGS: &[(SiteKind, u64, &str)] = &[];
 
 /// Run `seeds` of `kind`; panic with the replay line on the first violation; sum the stats.
 fn sweep(kind: SiteKind, seeds: Range<u64>) -> SiteStats {

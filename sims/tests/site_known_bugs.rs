@@ -31,7 +31,6 @@ fn assert_keeps_invariants(kind: SiteKind, seed: u64, adjust: impl FnOnce(&mut C
 /// committed 20 ms later, n1 crashes, and n3 is promoted with its log at seq 0 although seq 22
 /// was acknowledged.
 #[test]
-#[ignore = "open core bug 1: stale follower state after a backup's restart"]
 fn bug1_a_quickly_restarted_backup_is_not_put_back_in_sync_empty() {
     assert_keeps_invariants(SiteKind::Failover, 29, |config| {
         config.quick_restart_ppm = 500_000;
@@ -50,7 +49,6 @@ fn bug1_a_quickly_restarted_backup_is_not_put_back_in_sync_empty() {
 /// retried and answered 0 at e2, so its resurrected e1 execution deletes a value a later
 /// acknowledged INCRBY relied on: the history of k4 is not linearizable.
 #[test]
-#[ignore = "open core bug 2: a backup's divergent tail past the primary's last seq survives"]
 fn bug2_a_deposed_primarys_unacknowledged_tail_never_becomes_real() {
     assert_keeps_invariants(SiteKind::Partition, 7, |config| {
         config.overlap_faults = true;
@@ -87,7 +85,6 @@ fn gap3_a_partition_whose_complete_copy_lives_gets_a_primary_back() {
 /// one) but is never proposed in sync again: here p0 of site-partition seed 1015 ends with its
 /// preferred backup n2 caught up (acks at the primary's last seq) and out of `in_sync` forever.
 #[test]
-#[ignore = "open core bug 4: a promise that is never dropped without a map change"]
 fn bug4_a_caught_up_backup_gets_back_in_sync_when_the_map_is_quiet() {
     assert_keeps_invariants(SiteKind::Partition, 1015, |_| {});
 }
@@ -100,7 +97,6 @@ fn bug4_a_caught_up_backup_gets_back_in_sync_when_the_map_is_quiet() {
 /// pair a Raft round and a `sync_generation` bump, and every write meanwhile waits for the next
 /// shrink. Here one partition gets 31 `CaughtUp`s in a 15 s run; a handful is expected.
 #[test]
-#[ignore = "open core bug 5: CaughtUp/ShrinkInSync flapping for an unresponsive backup"]
 fn bug5_an_unresponsive_backup_is_not_proposed_in_sync_over_and_over() {
     let run = site::run(SiteKind::Chaos, 12, &RunOptions::default());
     assert!(run.report.violation.is_none(), "{:?}", run.report.violation);

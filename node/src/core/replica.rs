@@ -12,8 +12,11 @@
 //! **Log matching.** Every record carries the epoch that wrote it and every replica keeps an
 //! epoch history, so after a failover a backup that kept records the old primary never got
 //! acknowledged is found (its log disagrees with the new primary's at some seq) and repaired by
-//! snapshot instead of silently keeping a phantom write. A backup acknowledges only the seqs the
-//! primary's message covered, never its own possibly divergent tail.
+//! snapshot instead of silently keeping a phantom write. An acknowledgement of seq `s` means "my
+//! log *is* yours up to `s`": a backup whose log runs past `s` with records of an older epoch
+//! answers `Nack` with its real end instead, so the primary keeps or replaces that tail before
+//! counting it as matched. Only fresh answers count towards `CaughtUp`: a backup that left the
+//! in-sync set (shrunk or fenced, e.g. restarted) is followed from nothing again.
 //!
 //! **Expiry.** Expiry creates no change record: every replica sweeps values whose (replicated)
 //! deadline has passed into tombstones that keep the value's version, with a purge time derived

@@ -62,8 +62,16 @@ impl ReplicaCore {
                 self.dedup.insert(outcome);
             }
         }
-        // Only what this message covered is known to match; a longer local tail may be records
-        // of a deposed primary, found out by the next message.
+        if self.holds_foreign_tail(matched, epoch) {
+            // Matching up to `matched` is not enough: the primary counts an acknowledgement as
+            // "this replica's log *is* mine up to there", and a tail from an older epoch may be
+            // a deposed primary's never-acknowledged writes. Say where the log really ends; the
+            // primary keeps it if its own log agrees there, replaces it otherwise.
+            self.nack(from, epoch, round);
+            return;
+        }
+        // Only what this message covered is known to match; a longer local tail written in this
+        // epoch came from this very primary (pipelined messages overtaken by a resend).
         self.send(
             from,
             ReplicationMessage::Ack {
@@ -77,10 +85,13 @@ impl ReplicaCore {
     pub(super) fn backup_chunk(&mut self, from: ReplicaId, chunk: SnapshotChunk) {
         self.floor_ms = self.floor_ms.max(chunk.now_ms);
         let (epoch, round, seq) = (chunk.epoch, chunk.round, chunk.seq);
+        let already_held = seq <= self.core.last_seq()
+            && self.history.epoch_of(seq) == Some(chunk.seq_epoch)
+            && !self.holds_foreign_tail(seq, epoch);
         let RoleState::Backup { incoming, .. } = &mut self.role else {
             return;
         };
-        if seq <= self.core.last_seq() && self.history.epoch_of(seq) == Some(chunk.seq_epoch) {
+        if already_held {
             // Already holds that state (a late duplicate, or the primary did not need to):
             // installing it would only throw newer records away.
             *incoming = None;
@@ -140,6 +151,14 @@ impl ReplicaCore {
                 matched_seq: seq,
             },
         );
+    }
+
+    /// Whether the log runs past `matched` with records this epoch's primary did not write: one
+    /// primary per epoch, so a tail ending in `epoch` attaches to the primary's log, while any
+    /// other tail is unconfirmed and may be a deposed primary's unacknowledged writes.
+    fn holds_foreign_tail(&self, matched: u64, epoch: u64) -> bool {
+        let last_seq = self.core.last_seq();
+        last_seq > matched && self.history.epoch_of(last_seq) != Some(epoch)
     }
 
     fn nack(&mut self, to: ReplicaId, epoch: u64, round: u64) {

@@ -61,6 +61,17 @@ struct Follower {
     acked_round: u64,
     /// Nacks from rounds before this one answer messages sent before the latest rewind.
     nack_floor_round: u64,
+    /// Every answer from a round before this one is ignored: it answers a message sent before
+    /// this follower was (re)started, possibly to an earlier incarnation of the node, whose
+    /// memory is gone. Only moves at a reset, so a slow backup's acks still count after rewinds.
+    ack_floor_round: u64,
+    /// A `CaughtUp` (first or retried) needs an acknowledgement of this round or a later one, so
+    /// it never rests on an old acknowledgement alone: a backup that stopped answering, or
+    /// restarted, proves nothing by what it said before.
+    caught_up_round: u64,
+    /// A `CaughtUp` is due again (the last one took no effect): proposed as soon as the backup
+    /// answers a round sent after this was set, if still caught up.
+    reverify: bool,
     /// `(last seq, bytes)` of each `Replicate` not yet acknowledged.
     inflight: VecDeque<(u64, usize)>,
     /// Bytes sent and not acknowledged: records and snapshot chunks.
@@ -175,14 +186,19 @@ impl PrimaryState {
 }
 
 impl Follower {
-    fn new(start_seq: u64, now_ms: u64) -> Self {
+    /// A follower whose position is unknown: it is probed at `start_seq` in the next round
+    /// after `round`, and nothing it said before counts.
+    fn new(start_seq: u64, now_ms: u64, round: u64) -> Self {
         Self {
             matched: false,
             sent_seq: start_seq,
             acked_seq: 0,
             sent_round: 0,
             acked_round: 0,
-            nack_floor_round: 0,
+            nack_floor_round: round + 1,
+            ack_floor_round: round + 1,
+            caught_up_round: round + 1,
+            reverify: false,
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             snapshot: None,
@@ -196,6 +212,23 @@ impl Follower {
             caught_up_proposed_at_ms: None,
             shrink_proposed_at_ms: None,
         }
+    }
+
+    /// It holds every write acknowledged so far (`acknowledged_seq`), as confirmed by an
+    /// answer to a round after the last reset or proposal. From a `CaughtUp` proposal on,
+    /// answers wait for it as well, so it cannot miss a later write. (Requiring the very last
+    /// seq instead could starve under a steady write load.)
+    fn caught_up(&self, acknowledged_seq: u64) -> bool {
+        self.matched
+            && self.snapshot.is_none()
+            && self.acked_seq >= acknowledged_seq
+            && self.acked_round >= self.caught_up_round
+    }
+
+    /// A `CaughtUp` goes out now: the next one needs an answer to a round after this one.
+    fn propose_caught_up(&mut self, now_ms: u64, round: u64) {
+        self.caught_up_proposed_at_ms = Some(now_ms);
+        self.caught_up_round = round + 1;
     }
 
     /// Something sent is not acknowledged yet, or the position is still unconfirmed.
@@ -472,10 +505,11 @@ impl ReplicaCore {
             .filter(|&id| id != me)
             .collect();
         p.followers.retain(|id, _| wanted.contains(id));
+        let round = p.round;
         for &id in &wanted {
             if let std::collections::btree_map::Entry::Vacant(slot) = p.followers.entry(id) {
                 // Probe at our current position; the answer tells where it really is.
-                slot.insert(Follower::new(last_seq, now_ms));
+                slot.insert(Follower::new(last_seq, now_ms, round));
                 p.barrier_needed = true;
             }
         }
@@ -491,10 +525,15 @@ impl ReplicaCore {
             if now_in {
                 f.promised = false;
                 f.drop_promise = false;
+                f.reverify = false;
                 f.caught_up_proposed_at_ms = None;
             } else if was_in || f.drop_promise {
-                f.promised = false;
-                f.drop_promise = false;
+                // The map stopped trusting it (a shrink, or a fence: it was marked down, or it
+                // restarted and lost its log) or this primary gave up on it. What it
+                // acknowledged before may describe a log that no longer exists: start over
+                // from nothing, as for a new replica, so only fresh answers count.
+                *f = Follower::new(last_seq, now_ms, round);
+                p.barrier_needed = true;
             }
             if now_in != was_in {
                 f.shrink_proposed_at_ms = None;
@@ -632,7 +671,7 @@ impl ReplicaCore {
         match message {
             ReplicationMessage::Ack {
                 round, matched_seq, ..
-            } => {
+            } if round >= f.ack_floor_round => {
                 let progress = round > f.acked_round || matched_seq > f.acked_seq || !f.matched;
                 f.acked_round = f.acked_round.max(round);
                 if f.snapshot.as_ref().is_some_and(|s| matched_seq >= s.seq) {
@@ -653,7 +692,7 @@ impl ReplicaCore {
             }
             ReplicationMessage::ChunkAck {
                 round, seq, index, ..
-            } => {
+            } if round >= f.ack_floor_round => {
                 if round > f.acked_round {
                     f.progress_at_ms = now_ms;
                 }
@@ -676,7 +715,7 @@ impl ReplicaCore {
                 last_seq: their_last,
                 last_epoch,
                 ..
-            } => {
+            } if round >= f.ack_floor_round => {
                 // Any answer at our epoch proves the backup still follows it (barrier).
                 f.acked_round = f.acked_round.max(round);
                 // Nacks to messages sent before the latest rewind, or while a snapshot streams,
@@ -691,6 +730,12 @@ impl ReplicaCore {
                         // ack (the next ack restores it) or a backup that lost its memory
                         // (restarted; it stops acknowledging and the ack timeout shrinks it).
                         // Resending from there serves both.
+                        if their_last < f.acked_seq {
+                            // If it lost its memory, an acknowledgement its earlier
+                            // incarnation sent and that is still on its way would claim
+                            // records it no longer holds.
+                            f.ack_floor_round = p.round + 1;
+                        }
                         f.matched = true;
                         f.acked_seq = their_last;
                         f.sent_seq = their_last;
@@ -729,17 +774,16 @@ impl ReplicaCore {
             return;
         }
         let acknowledged_seq = p.acknowledged_seq;
+        let round = p.round;
         let Some(f) = p.followers.get_mut(&id) else {
             return;
         };
-        // It must hold every write already acknowledged; from the proposal on, answers wait
-        // for it as well, so it cannot miss a later one. (Requiring the very last seq instead
-        // could starve under a steady write load.)
-        let caught_up = f.matched && f.snapshot.is_none() && f.acked_seq >= acknowledged_seq;
-        if caught_up && !f.promised {
+        if f.caught_up(acknowledged_seq) && (!f.promised || f.reverify) {
             f.promised = true;
             f.drop_promise = false;
-            f.caught_up_proposed_at_ms = Some(now_ms);
+            f.reverify = false;
+            f.propose_caught_up(now_ms, round);
+            p.barrier_needed = true;
             self.out
                 .proposals
                 .push_back(MapProposal::CaughtUp { epoch, node: id });
@@ -813,17 +857,20 @@ impl ReplicaCore {
                         .push_back(MapProposal::ShrinkInSync { epoch, remove: id });
                 }
             }
-            // A lost `CaughtUp` (Raft leader change) is proposed again; it is idempotent.
+            // A lost `CaughtUp` (Raft leader change) is proposed again; it is idempotent. Only on
+            // fresh evidence, though: the backup must first answer a new round, which a backup
+            // that stalled or restarted since does not (or not from the same position). One that
+            // stalled, was proposed out, and recovered while neither proposal took effect (the
+            // map is quiet, so no assignment drops the promise) is proposed again this way too:
+            // it is still waited on, so the promise stands.
             if f.promised
                 && !p.in_sync.contains(&id)
-                && !f.drop_promise
                 && f.caught_up_proposed_at_ms
                     .is_some_and(|at| now_ms.saturating_sub(at) >= limits.map_proposal_retry_ms)
             {
-                f.caught_up_proposed_at_ms = Some(now_ms);
-                self.out
-                    .proposals
-                    .push_back(MapProposal::CaughtUp { epoch, node: id });
+                f.propose_caught_up(now_ms, p.round);
+                f.reverify = true;
+                p.barrier_needed = true;
             }
             if !f.promised && !p.in_sync.contains(&id) {
                 caught_up_candidates.push(id);

@@ -234,7 +234,7 @@ impl Config {
             clock_offset_us_max,
             drift_ppm_max,
             crash_any: false,
-            quick_restart_ppm: 0,
+            quick_restart_ppm: 200_000,
             overlap_faults: false,
             calm_ms: election_ms + timings_failure_ms,
             lin_step_budget: 3_000_000,
