@@ -306,6 +306,9 @@ mod version_vector_reference {
         assert_eq!(pairs, vec![(SiteId(1), 2), (SiteId(3), 4)]);
         // And it encodes to the same bytes a map would have.
         let map: BTreeMap<SiteId, u64> = pairs.iter().copied().collect();
-        assert_eq!(postcard::to_allocvec(&decoded).ok(), postcard::to_allocvec(&map).ok());
+        assert_eq!(
+            postcard::to_allocvec(&decoded).ok(),
+            postcard::to_allocvec(&map).ok()
+        );
     }
 }
