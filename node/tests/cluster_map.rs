@@ -1002,3 +1002,58 @@ fn random_streams_reach_every_command() {
     assert_eq!(applied.len(), 11, "{applied:?}");
     assert!(applied.values().all(|&n| n >= 5), "{applied:?}");
 }
+
+#[test]
+fn replica_proposals_translate_to_map_commands() {
+    use tern_node::core::MapProposal;
+    let p = PartitionId(3);
+    let n = |id| NodeId::new(id).expect("non-zero id");
+    let cases: Vec<(MapProposal, Option<MapCommand>)> = vec![
+        (
+            MapProposal::ShrinkInSync {
+                epoch: 4,
+                remove: 2,
+            },
+            Some(MapCommand::ShrinkInSync {
+                partition: p,
+                epoch: 4,
+                remove: n(2),
+            }),
+        ),
+        (
+            MapProposal::CaughtUp { epoch: 4, node: 3 },
+            Some(MapCommand::CaughtUp {
+                partition: p,
+                epoch: 4,
+                node: n(3),
+                sync_generation: 7,
+            }),
+        ),
+        (
+            MapProposal::CompleteHandover {
+                epoch: 4,
+                to: 1,
+                last_seq: 99,
+            },
+            Some(MapCommand::CompleteHandover {
+                partition: p,
+                epoch: 4,
+                to: n(1),
+                last_seq: 99,
+            }),
+        ),
+        // Node id 0 is never valid: nothing to propose.
+        (MapProposal::CaughtUp { epoch: 4, node: 0 }, None),
+        (
+            MapProposal::ShrinkInSync {
+                epoch: 4,
+                remove: 0,
+            },
+            None,
+        ),
+    ];
+    for (proposal, expected) in cases {
+        let got = MapCommand::from_replica_proposal(p, proposal.clone(), 7);
+        assert_eq!(got, expected, "{proposal:?}");
+    }
+}

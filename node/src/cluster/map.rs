@@ -935,6 +935,41 @@ impl PartitionMap {
 }
 
 impl MapCommand {
+    /// The map command that carries out what a partition replica proposed: the one translation
+    /// the actix shell and the simulator share. `sync_generation` is the assignment's generation
+    /// in the map the replica acted on, so a `CaughtUp` overtaken by a shrink is rejected.
+    /// `None` when the proposal names no valid node (id 0).
+    pub fn from_replica_proposal(
+        partition: PartitionId,
+        proposal: crate::core::MapProposal,
+        sync_generation: u64,
+    ) -> Option<MapCommand> {
+        use crate::core::MapProposal;
+        Some(match proposal {
+            MapProposal::ShrinkInSync { epoch, remove } => MapCommand::ShrinkInSync {
+                partition,
+                epoch,
+                remove: NodeId::new(remove)?,
+            },
+            MapProposal::CaughtUp { epoch, node } => MapCommand::CaughtUp {
+                partition,
+                epoch,
+                node: NodeId::new(node)?,
+                sync_generation,
+            },
+            MapProposal::CompleteHandover {
+                epoch,
+                to,
+                last_seq,
+            } => MapCommand::CompleteHandover {
+                partition,
+                epoch,
+                to: NodeId::new(to)?,
+                last_seq,
+            },
+        })
+    }
+
     /// The command as a versioned Raft entry payload.
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
         codec::encode(EnvelopeKind::MapCommand, self)

@@ -290,31 +290,8 @@ impl PartitionActor {
     }
 
     fn map_command(&self, proposal: MapProposal) -> Option<MapCommand> {
-        let partition = self.partition;
-        Some(match proposal {
-            MapProposal::ShrinkInSync { epoch, remove } => MapCommand::ShrinkInSync {
-                partition,
-                epoch,
-                remove: NodeId::new(remove)?,
-            },
-            MapProposal::CaughtUp { epoch, node } => MapCommand::CaughtUp {
-                partition,
-                epoch,
-                node: NodeId::new(node)?,
-                // The map this replica acted on: a shrink committed since voids the proposal.
-                sync_generation: self.view.sync_generation(partition),
-            },
-            MapProposal::CompleteHandover {
-                epoch,
-                to,
-                last_seq,
-            } => MapCommand::CompleteHandover {
-                partition,
-                epoch,
-                to: NodeId::new(to)?,
-                last_seq,
-            },
-        })
+        let generation = self.view.sync_generation(self.partition);
+        MapCommand::from_replica_proposal(self.partition, proposal, generation)
     }
 
     fn report(&self) {

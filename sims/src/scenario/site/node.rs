@@ -597,30 +597,8 @@ impl SiteNode {
     }
 
     fn map_command(&self, partition: PartitionId, proposal: MapProposal) -> Option<MapCommand> {
-        Some(match proposal {
-            MapProposal::ShrinkInSync { epoch, remove } => MapCommand::ShrinkInSync {
-                partition,
-                epoch,
-                remove: NodeId::new(remove)?,
-            },
-            MapProposal::CaughtUp { epoch, node } => MapCommand::CaughtUp {
-                partition,
-                epoch,
-                node: NodeId::new(node)?,
-                // The map this replica acted on: a shrink committed since voids the proposal.
-                sync_generation: self.map.assignment(partition)?.sync_generation,
-            },
-            MapProposal::CompleteHandover {
-                epoch,
-                to,
-                last_seq,
-            } => MapCommand::CompleteHandover {
-                partition,
-                epoch,
-                to: NodeId::new(to)?,
-                last_seq,
-            },
-        })
+        let generation = self.map.assignment(partition)?.sync_generation;
+        MapCommand::from_replica_proposal(partition, proposal, generation)
     }
 
     // --- rules 7 and 8: forwarding ---
