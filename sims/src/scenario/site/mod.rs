@@ -116,10 +116,10 @@ pub struct Config {
     pub quick_restart_ppm: u32,
     /// Let network faults (cuts, clock steps, degraded links) overlap an outage (a node down,
     /// or restarted and not yet registered), and crashes overlap cuts. Off by default: a
-    /// primary crash plus its only in-sync backup being marked down (isolated) before the
-    /// restart is registered leaves the partition without primary for good, by the map's
-    /// current design, though the backup holds every acknowledged write (`tests/
-    /// site_known_bugs.rs`, liveness gap 3).
+    /// crash of one copy of a partition overlapping a (false) `MarkDown` of its other complete
+    /// copy can still leave the partition without primary for good, by the map's design,
+    /// though that copy holds every acknowledged write (`tests/site_known_bugs.rs`, liveness
+    /// gap 3 (b)/(c); about 5% of site-chaos and 1% of site-failover seeds with it on).
     pub overlap_faults: bool,
     /// Without `overlap_faults`: a crash waits until no network fault started or ended for
     /// this long (the failure detectors' and the Raft leader's views have caught up, so no
