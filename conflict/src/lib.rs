@@ -6,12 +6,14 @@
 //! - [`ConflictResolver`]: the plugin trait, its [`ResolverRegistry`] and the built-ins
 //!   [`LastWriterWins`] (`lww`), [`SitePriority`] (`site-priority`) and [`CounterMerge`]
 //!   (`counter-merge`);
+//! - [`KeyspaceResolvers`]: which resolver governs which key prefix;
 //! - [`reconcile`] / [`reconcile_into`]: the one apply rule (causal order first, resolver only for
 //!   real concurrency); its docs explain what makes the result independent of delivery order;
 //! - `laws` (feature `law-kit`): proptest checks every resolver must pass —
 //!   `laws::check_laws(&my_resolver, 256)` or `assert_resolver_laws!(my_resolver)` in a test.
 mod builtin;
 mod hlc;
+mod keyspace;
 mod reconcile;
 mod registry;
 mod resolver;
@@ -32,6 +34,7 @@ pub use builtin::{CounterMerge, LastWriterWins, SitePriority};
 /// `bytes` themselves.
 pub use bytes::Bytes;
 pub use hlc::{Hlc, HlcError, HlcTimestamp};
+pub use keyspace::KeyspaceResolvers;
 pub use reconcile::{Outcome, Reconciled, ResolutionKind, reconcile, reconcile_into};
 pub use registry::{RegistryError, ResolverRegistry};
 pub use resolver::{ConflictResolver, Resolution};

@@ -1,6 +1,8 @@
 //! What a partition core is asked to do, and what it answers. Single-key operations only: the
 //! RESP layer splits multi-key commands (DEL, EXISTS, MGET, MSET) per partition and aggregates.
+use super::change_log::ChangeRecord;
 use bytes::Bytes;
+use tern_conflict::Versioned;
 
 /// Relative expiry given with SET or EXPIRE; the core turns it into an absolute deadline using the
 /// `now_ms` it is handed.
@@ -82,6 +84,29 @@ pub enum Command {
     DbSize,
     /// Remove every key (writes tombstones so the deletes replicate).
     FlushAll,
+    /// Apply an entry another site committed (the WAN gateway's sink): reconcile it with the
+    /// stored entry using the keyspace's resolver for `key`; a change is committed like a local
+    /// write, so backups replicate the resolved entry and need no resolver. Never sent by RESP.
+    WanApply {
+        key: Bytes,
+        entry: Versioned,
+    },
+    /// Read committed change records after `after_seq` (the WAN gateway's delegator). Never sent
+    /// by RESP.
+    WanChanges {
+        after_seq: u64,
+        records_max: u32,
+        bytes_max: u32,
+    },
+    /// Read every stored entry (tombstones and unswept expired values included) from scan
+    /// position `from_position` on, in scan order, for the WAN gateway's repair. A page holds
+    /// at least one entry, at most `entries_max` and about `bytes_max`, and never splits
+    /// entries sharing a position (like SCAN). Never sent by RESP.
+    WanDump {
+        from_position: u64,
+        entries_max: u32,
+        bytes_max: u32,
+    },
 }
 
 impl Command {
@@ -94,6 +119,7 @@ impl Command {
                 | Command::IncrBy { .. }
                 | Command::Expire { .. }
                 | Command::FlushAll
+                | Command::WanApply { .. }
         )
     }
 }
@@ -111,6 +137,38 @@ pub enum Response {
         keys: Vec<Bytes>,
         next: Option<u64>,
     },
+    /// What a [`Command::WanApply`] did.
+    WanApplied {
+        /// The stored entry changed (and a change record was committed).
+        changed: bool,
+        /// The versions were concurrent and the resolver decided between them.
+        conflict: bool,
+        /// The remote HLC was beyond `hlc_offset_ms_max` ahead: not absorbed into the clock,
+        /// but the entry was still applied (convergence rests on version vectors).
+        clock_rejected: bool,
+    },
+    WanChanges(WanChangesPage),
+    WanDump(WanDumpPage),
+}
+
+/// One page of a partition's stored entries, the answer to [`Command::WanDump`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WanDumpPage {
+    /// `(scan position, key, entry)` in scan order (position, then key).
+    pub entries: Vec<(u64, Bytes, Versioned)>,
+    /// Where the next page starts; `None`: the partition is done.
+    pub next: Option<u64>,
+}
+
+/// One page of a partition's change log, the answer to [`Command::WanChanges`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WanChangesPage {
+    /// Committed records after `after_seq`, in seq order, at most records_max and about bytes_max
+    /// (at least one record if any exists). If the log no longer reaches back to after_seq+1,
+    /// starts at the oldest retained record (the caller sees the gap and marks repair).
+    pub records: Vec<ChangeRecord>,
+    /// The partition's last seq when the page was read.
+    pub last_seq: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -8,7 +8,10 @@ pub mod keyspace;
 pub mod partition;
 pub mod replica;
 
-pub use command::{Command, CommandError, CommandResult, Expiry, Response, SetCondition, TtlUnit};
+pub use command::{
+    Command, CommandError, CommandResult, Expiry, Response, SetCondition, TtlUnit, WanChangesPage,
+    WanDumpPage,
+};
 pub use integer::parse_strict_i64;
 pub use keyspace::{Keyspace, KeyspaceError, PartitionId, SLOT_COUNT, slot_of};
 pub use partition::{

@@ -8,7 +8,8 @@
 use super::change_log::ChangeLog;
 pub use super::change_log::{ChangeRecord, LogTruncated, SeqGap};
 use super::command::{
-    Command, CommandError, CommandResult, Expiry, Response, SetCondition, TtlUnit,
+    Command, CommandError, CommandResult, Expiry, Response, SetCondition, TtlUnit, WanChangesPage,
+    WanDumpPage,
 };
 use super::glob::glob_match;
 use super::integer::parse_strict_i64;
@@ -17,9 +18,10 @@ use crate::limits::Limits;
 use bytes::Bytes;
 use foldhash::fast::FixedState;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use tern_conflict::{
-    ConflictResolver, Hlc, HlcError, Outcome, PnCounter, SiteId, Value, Version, Versioned,
-    reconcile_into,
+    ConflictResolver, Hlc, HlcError, KeyspaceResolvers, Outcome, PnCounter, SiteId, Value, Version,
+    Versioned, reconcile_into,
 };
 
 #[derive(Clone, Debug)]
@@ -70,6 +72,9 @@ pub struct PartitionCore {
     /// Entries holding a value (not a tombstone), including not-yet-swept expired ones.
     value_entries: usize,
     log: ChangeLog,
+    /// Which resolver settles concurrent versions of which key, for [`Command::WanApply`]. Only
+    /// the primary uses it: backups replicate the resolved entry.
+    resolvers: Arc<KeyspaceResolvers>,
 }
 
 impl PartitionCore {
@@ -86,7 +91,17 @@ impl PartitionCore {
             purge_deadlines: BTreeSet::new(),
             value_entries: 0,
             log,
+            resolvers: Arc::default(),
         }
+    }
+
+    /// Use `resolvers` for [`Command::WanApply`] instead of the default (every key
+    /// last-writer-wins). Kept out of [`PartitionConfig`] so the many places that build a
+    /// config need not care; the shell builds one table per node and shares it.
+    #[must_use]
+    pub fn with_resolvers(mut self, resolvers: Arc<KeyspaceResolvers>) -> Self {
+        self.resolvers = resolvers;
+        self
     }
 
     pub fn partition(&self) -> PartitionId {
@@ -123,6 +138,25 @@ impl PartitionCore {
                 self.flush_all(now_ms);
                 Ok(Response::Ok)
             }
+            Command::WanApply { key, entry } => self.wan_apply(key, entry, now_ms),
+            Command::WanChanges {
+                after_seq,
+                records_max,
+                bytes_max,
+            } => Ok(Response::WanChanges(self.wan_changes(
+                after_seq,
+                records_max,
+                bytes_max,
+            ))),
+            Command::WanDump {
+                from_position,
+                entries_max,
+                bytes_max,
+            } => Ok(Response::WanDump(self.wan_dump(
+                from_position,
+                entries_max,
+                bytes_max,
+            ))),
         }
     }
 
@@ -209,6 +243,87 @@ impl PartitionCore {
             outcome,
             clock,
             seq,
+        }
+    }
+
+    /// [`Command::WanApply`]: [`Self::apply_remote`] with the keyspace's resolver for `key`,
+    /// after the same size checks a client write gets.
+    fn wan_apply(&mut self, key: Bytes, entry: Versioned, now_ms: u64) -> CommandResult {
+        self.check_key(&key)?;
+        let limit = self.config.limits.value_bytes_max;
+        if let Value::Bytes(value) = &entry.value
+            && value.len() > limit
+        {
+            return Err(CommandError::ValueTooLarge {
+                len: value.len(),
+                max: limit,
+            });
+        }
+        let resolver = Arc::clone(self.resolvers.for_key(&key));
+        let applied = self.apply_remote(key, entry, resolver.as_ref(), now_ms);
+        Ok(Response::WanApplied {
+            changed: applied.seq.is_some(),
+            conflict: applied.is_conflict(),
+            clock_rejected: applied.clock.is_err(),
+        })
+    }
+
+    /// [`Command::WanChanges`]: a page of the change log after `after_seq`. No limit of its own
+    /// is needed: the retained log is bounded by `change_log_bytes_max`.
+    fn wan_changes(&self, after_seq: u64, records_max: u32, bytes_max: u32) -> WanChangesPage {
+        let last_seq = self.log.last_seq();
+        let mut records = Vec::new();
+        if after_seq >= last_seq {
+            return WanChangesPage { records, last_seq };
+        }
+        // A cursor the log no longer reaches reads from the oldest retained record: the caller
+        // sees the gap (first seq > after_seq + 1) and repairs.
+        let retained = self
+            .log
+            .since(after_seq)
+            .or_else(|truncated| self.log.since(truncated.oldest_retained.saturating_sub(1)));
+        let records_max = usize::try_from(records_max).unwrap_or(usize::MAX).max(1);
+        let bytes_max = usize::try_from(bytes_max).unwrap_or(usize::MAX);
+        let mut bytes = 0usize;
+        for record in retained.into_iter().flatten() {
+            let size = page_bytes(record);
+            if records.len() >= records_max || (!records.is_empty() && bytes + size > bytes_max) {
+                break;
+            }
+            bytes += size;
+            records.push(record.clone());
+        }
+        WanChangesPage { records, last_seq }
+    }
+
+    /// [`Command::WanDump`]: stored entries from `from_position` on, in scan order. The page
+    /// bounds only cut between positions (a cursor cannot resume between keys sharing one), so
+    /// a page may pass them by the few entries of one position.
+    fn wan_dump(&self, from_position: u64, entries_max: u32, bytes_max: u32) -> WanDumpPage {
+        let entries_max = usize::try_from(entries_max).unwrap_or(usize::MAX).max(1);
+        let bytes_max = usize::try_from(bytes_max).unwrap_or(usize::MAX);
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        let mut last_position = None;
+        for (position, key) in self.scan_index.range((from_position, Bytes::new())..) {
+            let Some(entry) = self.entries.get(key) else {
+                continue;
+            };
+            let size = entry_bytes(key, entry);
+            let full = entries.len() >= entries_max || bytes.saturating_add(size) > bytes_max;
+            if !entries.is_empty() && full && last_position != Some(*position) {
+                return WanDumpPage {
+                    entries,
+                    next: Some(*position),
+                };
+            }
+            bytes = bytes.saturating_add(size);
+            last_position = Some(*position);
+            entries.push((*position, key.clone(), entry.clone()));
+        }
+        WanDumpPage {
+            entries,
+            next: None,
         }
     }
 
@@ -615,6 +730,25 @@ fn first_due(index: &BTreeSet<(u64, Bytes)>, now_ms: u64) -> Option<(u64, Bytes)
     index.first().filter(|(at, _)| *at <= now_ms).cloned()
 }
 
+/// About what `record` costs in a [`WanChangesPage`] on the wire: key, value and a fixed
+/// allowance for seq, version and framing.
+fn page_bytes(record: &ChangeRecord) -> usize {
+    entry_bytes(&record.key, &record.entry)
+}
+
+/// About what one entry costs on the wire (a change record or a dump entry): key, value and a
+/// fixed overhead for the version and framing.
+fn entry_bytes(key: &[u8], entry: &Versioned) -> usize {
+    const RECORD_OVERHEAD_BYTES: usize = 64;
+    let value_bytes = match &entry.value {
+        Value::Bytes(bytes) => bytes.len(),
+        // A site id and two counts per site.
+        Value::Counter(counter) => counter.sites().count() * 18,
+        Value::Tombstone => 0,
+    };
+    RECORD_OVERHEAD_BYTES + key.len() + value_bytes + entry.version.vv.iter().count() * 10
+}
+
 /// A value as GET returns it: counters read as their decimal value.
 fn render(entry: &Versioned) -> Bytes {
     match &entry.value {
@@ -627,3 +761,11 @@ fn render(entry: &Versioned) -> Bytes {
 #[cfg(test)]
 #[path = "partition_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "partition_wan_tests.rs"]
+mod wan_tests;
+
+#[cfg(test)]
+#[path = "partition_dump_tests.rs"]
+mod dump_tests;

@@ -57,6 +57,8 @@ use dedup::DedupTable;
 use history::EpochHistory;
 use primary::PrimaryState;
 use std::collections::VecDeque;
+use std::sync::Arc;
+use tern_conflict::KeyspaceResolvers;
 
 /// One replica of one partition.
 #[derive(Debug)]
@@ -114,6 +116,17 @@ impl ReplicaCore {
             local_now_ms: 0,
             floor_ms: 0,
             out: Outputs::default(),
+        }
+    }
+
+    /// Use `resolvers` for the WAN entries this replica applies as primary (see
+    /// [`PartitionCore::with_resolvers`]). Backups never consult them: they replicate the
+    /// primary's resolved entry.
+    #[must_use]
+    pub fn with_resolvers(self, resolvers: Arc<KeyspaceResolvers>) -> Self {
+        Self {
+            core: self.core.with_resolvers(resolvers),
+            ..self
         }
     }
 

@@ -152,7 +152,12 @@ fn encode_response(response: Response, out: &mut Vec<u8>) {
         Response::Value(Some(value)) => reply::bulk(out, &value),
         Response::Value(None) => reply::nil(out),
         Response::Int(n) => reply::int(out, n),
-        Response::ScanPage { .. } => reply::error(out, UNEXPECTED_REPLY),
+        // SCAN pages are stitched by `scan`; the WAN answers go to the gateway host, never to
+        // a RESP client (no RESP command maps to them).
+        Response::ScanPage { .. }
+        | Response::WanApplied { .. }
+        | Response::WanChanges(_)
+        | Response::WanDump(_) => reply::error(out, UNEXPECTED_REPLY),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::core::{
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tern_conflict::Versioned;
 
 /// The only format version this build writes and reads.
 pub const WIRE_VERSION: u16 = 1;
@@ -183,6 +184,22 @@ pub enum WireCommand {
     },
     DbSize,
     FlushAll,
+    // New variants go last: postcard encodes the variant index, so this keeps the encodings
+    // above unchanged.
+    WanApply {
+        key: Bytes,
+        entry: Versioned,
+    },
+    WanChanges {
+        after_seq: u64,
+        records_max: u32,
+        bytes_max: u32,
+    },
+    WanDump {
+        from_position: u64,
+        entries_max: u32,
+        bytes_max: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +282,28 @@ impl From<&Command> for WireCommand {
             },
             Command::DbSize => Self::DbSize,
             Command::FlushAll => Self::FlushAll,
+            Command::WanApply { key, entry } => Self::WanApply {
+                key: key.clone(),
+                entry: entry.clone(),
+            },
+            Command::WanChanges {
+                after_seq,
+                records_max,
+                bytes_max,
+            } => Self::WanChanges {
+                after_seq: *after_seq,
+                records_max: *records_max,
+                bytes_max: *bytes_max,
+            },
+            Command::WanDump {
+                from_position,
+                entries_max,
+                bytes_max,
+            } => Self::WanDump {
+                from_position: *from_position,
+                entries_max: *entries_max,
+                bytes_max: *bytes_max,
+            },
         }
     }
 }
@@ -317,6 +356,25 @@ impl From<WireCommand> for Command {
             },
             WireCommand::DbSize => Self::DbSize,
             WireCommand::FlushAll => Self::FlushAll,
+            WireCommand::WanApply { key, entry } => Self::WanApply { key, entry },
+            WireCommand::WanChanges {
+                after_seq,
+                records_max,
+                bytes_max,
+            } => Self::WanChanges {
+                after_seq,
+                records_max,
+                bytes_max,
+            },
+            WireCommand::WanDump {
+                from_position,
+                entries_max,
+                bytes_max,
+            } => Self::WanDump {
+                from_position,
+                entries_max,
+                bytes_max,
+            },
         }
     }
 }
@@ -325,10 +383,63 @@ impl From<WireCommand> for Command {
 mod tests {
     use super::*;
     use crate::cluster::NodeId;
-    use crate::core::{CommandError, Response};
+    use crate::core::{
+        ChangeRecord, CommandError, PartitionId, Response, WanChangesPage, WanDumpPage,
+    };
+    use tern_conflict::{HlcTimestamp, PnCounter, SiteId, Value, Version};
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// An entry with a counter value, a two-site version vector and an expiry: every part of a
+    /// `Versioned` that must travel.
+    fn remote_entry() -> Versioned {
+        let mut counter = PnCounter::new();
+        counter.add(SiteId(2), -5).expect("no overflow");
+        let first = Version::first(SiteId(2), HlcTimestamp::new(1_000, 3));
+        Versioned {
+            value: Value::Counter(counter),
+            version: first.successor(SiteId(9), HlcTimestamp::new(2_000, 0)),
+            expires_at_ms: Some(99),
+        }
+    }
+
+    #[test]
+    fn existing_command_tags_keep_their_encoding() {
+        // postcard writes the variant index first: the WAN commands were appended after
+        // FlushAll (9), so a node of the previous release still decodes every older command.
+        let tags = [
+            (WireCommand::DbSize, 8u8),
+            (WireCommand::FlushAll, 9),
+            (
+                WireCommand::from(&Command::WanApply {
+                    key: b(""),
+                    entry: remote_entry(),
+                }),
+                10,
+            ),
+            (
+                WireCommand::WanChanges {
+                    after_seq: 0,
+                    records_max: 0,
+                    bytes_max: 0,
+                },
+                11,
+            ),
+            (
+                WireCommand::WanDump {
+                    from_position: 0,
+                    entries_max: 0,
+                    bytes_max: 0,
+                },
+                12,
+            ),
+        ];
+        for (command, tag) in tags {
+            let bytes = postcard::to_allocvec(&command).expect("encode");
+            assert_eq!(bytes.first(), Some(&tag), "{command:?}");
+        }
     }
 
     #[test]
@@ -381,6 +492,20 @@ mod tests {
             },
             Command::DbSize,
             Command::FlushAll,
+            Command::WanApply {
+                key: b("k"),
+                entry: remote_entry(),
+            },
+            Command::WanChanges {
+                after_seq: u64::MAX,
+                records_max: 7,
+                bytes_max: u32::MAX,
+            },
+            Command::WanDump {
+                from_position: (1 << 48) - 1,
+                entries_max: 3,
+                bytes_max: u32::MAX,
+            },
         ];
         let id = RequestId {
             origin: 3,
@@ -405,7 +530,36 @@ mod tests {
         let back: Vec<Command> = back.into_iter().map(Command::from).collect();
         assert_eq!(back, commands);
 
-        let results = vec![Ok(Response::Int(4)), Err(CommandError::WrongType)];
+        let results = vec![
+            Ok(Response::Int(4)),
+            Err(CommandError::WrongType),
+            Ok(Response::WanApplied {
+                changed: true,
+                conflict: false,
+                clock_rejected: true,
+            }),
+            Ok(Response::WanChanges(WanChangesPage {
+                records: vec![ChangeRecord {
+                    partition: PartitionId(5),
+                    seq: 12,
+                    key: b("k"),
+                    entry: remote_entry(),
+                }],
+                last_seq: 40,
+            })),
+            Ok(Response::WanChanges(WanChangesPage {
+                records: Vec::new(),
+                last_seq: 0,
+            })),
+            Ok(Response::WanDump(WanDumpPage {
+                entries: vec![(77, b("k"), remote_entry())],
+                next: Some(78),
+            })),
+            Ok(Response::WanDump(WanDumpPage {
+                entries: Vec::new(),
+                next: None,
+            })),
+        ];
         let answer = ForwardMessage::answer(id, 2, results);
         let bytes = encode(WireKind::Forward, &answer).expect("encode");
         assert_eq!(decode(WireKind::Forward, &bytes), Ok(answer));

@@ -10,7 +10,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
-use tern_conflict::SiteId;
+use tern_conflict::{KeyspaceResolvers, SiteId};
 
 #[derive(Debug)]
 pub struct Workers {
@@ -20,15 +20,16 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `config.effective_workers()` arbiters and one actor per partition, partition `i`
-    /// on arbiter `i mod workers`, each replica acting on `view` from its start. Must run on a
-    /// thread with a running actix `System` (arbiters register with it). `config` must be
-    /// validated.
+    /// on arbiter `i mod workers`, each replica acting on `view` from its start and resolving
+    /// WAN conflicts with `resolvers`. Must run on a thread with a running actix `System`
+    /// (arbiters register with it). `config` must be validated.
     pub(crate) fn start(
         config: &NodeConfig,
         keyspace: Keyspace,
         me: NodeId,
         view: &Arc<MapView>,
         links: &PartitionLinks,
+        resolvers: &Arc<KeyspaceResolvers>,
     ) -> Self {
         let arbiters: Vec<Arbiter> = (0..config.effective_workers().max(1))
             .map(|_| Arbiter::new())
@@ -52,11 +53,13 @@ impl Workers {
                 let replication = replication.clone();
                 let view = Arc::clone(view);
                 let links = links.clone();
+                let resolvers = Arc::clone(resolvers);
                 PartitionActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
                     // Actix's own bound is not what limits the queue (see `Execute`), but it
                     // keeps actix's parking logic consistent with ours.
                     ctx.set_mailbox_capacity(mailbox);
-                    let core = ReplicaCore::new(me.get(), core_config, replication);
+                    let core = ReplicaCore::new(me.get(), core_config, replication)
+                        .with_resolvers(resolvers);
                     PartitionActor::new(core, view, links, tick)
                 })
             })

@@ -130,6 +130,11 @@ impl ReferenceModel {
                     changed,
                 }
             }
+            // Sent only by the WAN gateway host, which no workload checked against this model
+            // drives (the model has no versions or resolvers to judge them by).
+            Command::WanApply { .. } | Command::WanChanges { .. } | Command::WanDump { .. } => {
+                unreachable!("the reference model checks client commands only: {command:?}")
+            }
         }
     }
 

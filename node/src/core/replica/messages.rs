@@ -107,23 +107,61 @@ pub struct RequestOutcome {
 
 /// Serde for `Vec<CommandResult>` through a mirror of `Response`/`CommandError`.
 mod wire_results {
-    use crate::core::command::{CommandError, CommandResult, Response};
+    use crate::core::change_log::ChangeRecord;
+    use crate::core::command::{
+        CommandError, CommandResult, Response, WanChangesPage, WanDumpPage,
+    };
+    use crate::core::keyspace::PartitionId;
     use bytes::Bytes;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use tern_conflict::Versioned;
 
     #[derive(Serialize, Deserialize)]
     enum WireResult {
         Ok,
         Value(Option<Bytes>),
         Int(i64),
-        ScanPage { keys: Vec<Bytes>, next: Option<u64> },
+        ScanPage {
+            keys: Vec<Bytes>,
+            next: Option<u64>,
+        },
         WrongType,
         NotAnInteger,
         Overflow,
         InvalidExpireSet,
         InvalidExpire,
-        ValueTooLarge { len: usize, max: usize },
-        KeyTooLarge { len: usize, max: usize },
+        ValueTooLarge {
+            len: usize,
+            max: usize,
+        },
+        KeyTooLarge {
+            len: usize,
+            max: usize,
+        },
+        // New variants go last: postcard encodes the variant index, so this keeps the
+        // encodings above unchanged.
+        WanApplied {
+            changed: bool,
+            conflict: bool,
+            clock_rejected: bool,
+        },
+        WanChanges {
+            records: Vec<WireChangeRecord>,
+            last_seq: u64,
+        },
+        WanDump {
+            entries: Vec<(u64, Bytes, Versioned)>,
+            next: Option<u64>,
+        },
+    }
+
+    /// `ChangeRecord` on the wire (the core type carries no serde).
+    #[derive(Serialize, Deserialize)]
+    struct WireChangeRecord {
+        partition: PartitionId,
+        seq: u64,
+        key: Bytes,
+        entry: Versioned,
     }
 
     fn to_wire(result: &CommandResult) -> WireResult {
@@ -134,6 +172,32 @@ mod wire_results {
             Ok(Response::ScanPage { keys, next }) => WireResult::ScanPage {
                 keys: keys.clone(),
                 next: *next,
+            },
+            Ok(Response::WanApplied {
+                changed,
+                conflict,
+                clock_rejected,
+            }) => WireResult::WanApplied {
+                changed: *changed,
+                conflict: *conflict,
+                clock_rejected: *clock_rejected,
+            },
+            Ok(Response::WanChanges(page)) => WireResult::WanChanges {
+                records: page
+                    .records
+                    .iter()
+                    .map(|r| WireChangeRecord {
+                        partition: r.partition,
+                        seq: r.seq,
+                        key: r.key.clone(),
+                        entry: r.entry.clone(),
+                    })
+                    .collect(),
+                last_seq: page.last_seq,
+            },
+            Ok(Response::WanDump(page)) => WireResult::WanDump {
+                entries: page.entries.clone(),
+                next: page.next,
             },
             Err(CommandError::WrongType) => WireResult::WrongType,
             Err(CommandError::NotAnInteger) => WireResult::NotAnInteger,
@@ -157,6 +221,32 @@ mod wire_results {
             WireResult::Value(v) => Ok(Response::Value(v)),
             WireResult::Int(i) => Ok(Response::Int(i)),
             WireResult::ScanPage { keys, next } => Ok(Response::ScanPage { keys, next }),
+            WireResult::WanApplied {
+                changed,
+                conflict,
+                clock_rejected,
+            } => Ok(Response::WanApplied {
+                changed,
+                conflict,
+                clock_rejected,
+            }),
+            WireResult::WanChanges { records, last_seq } => {
+                Ok(Response::WanChanges(WanChangesPage {
+                    records: records
+                        .into_iter()
+                        .map(|r| ChangeRecord {
+                            partition: r.partition,
+                            seq: r.seq,
+                            key: r.key,
+                            entry: r.entry,
+                        })
+                        .collect(),
+                    last_seq,
+                }))
+            }
+            WireResult::WanDump { entries, next } => {
+                Ok(Response::WanDump(WanDumpPage { entries, next }))
+            }
             WireResult::WrongType => Err(CommandError::WrongType),
             WireResult::NotAnInteger => Err(CommandError::NotAnInteger),
             WireResult::Overflow => Err(CommandError::Overflow),
@@ -180,5 +270,44 @@ mod wire_results {
     ) -> Result<Vec<CommandResult>, D::Error> {
         let wire = Vec::<WireResult>::deserialize(deserializer)?;
         Ok(wire.into_iter().map(from_wire).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::command::{CommandError, Response};
+
+    #[test]
+    fn existing_result_tags_keep_their_encoding() {
+        // postcard writes the variant index first: the WAN answers were appended after
+        // KeyTooLarge (10), so the previous release's answers decode unchanged.
+        let cases: Vec<(CommandResult, u8)> = vec![
+            (Ok(Response::Ok), 0),
+            (Err(CommandError::KeyTooLarge { len: 1, max: 0 }), 10),
+            (
+                Ok(Response::WanApplied {
+                    changed: false,
+                    conflict: false,
+                    clock_rejected: false,
+                }),
+                11,
+            ),
+        ];
+        for (result, tag) in cases {
+            let outcome = RequestOutcome {
+                id: RequestId {
+                    origin: 0,
+                    counter: 0,
+                },
+                seq: 0,
+                results: vec![result.clone()],
+            };
+            let bytes = postcard::to_allocvec(&outcome).expect("encode");
+            // id.origin, id.counter, seq (one varint byte each), the result count, then the tag.
+            assert_eq!(bytes.get(4), Some(&tag), "{result:?}");
+            let back: RequestOutcome = postcard::from_bytes(&bytes).expect("decode");
+            assert_eq!(back, outcome);
+        }
     }
 }

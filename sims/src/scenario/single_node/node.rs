@@ -379,7 +379,12 @@ pub(super) fn command_key(command: &Command) -> Option<&Bytes> {
         | Command::Exists { key }
         | Command::IncrBy { key, .. }
         | Command::Expire { key, .. }
-        | Command::Ttl { key, .. } => Some(key),
-        Command::Scan { .. } | Command::DbSize | Command::FlushAll => None,
+        | Command::Ttl { key, .. }
+        | Command::WanApply { key, .. } => Some(key),
+        Command::Scan { .. }
+        | Command::DbSize
+        | Command::FlushAll
+        | Command::WanChanges { .. }
+        | Command::WanDump { .. } => None,
     }
 }

@@ -909,7 +909,12 @@ pub fn command_key(command: &Command) -> Option<&bytes::Bytes> {
         | Command::Exists { key }
         | Command::IncrBy { key, .. }
         | Command::Expire { key, .. }
-        | Command::Ttl { key, .. } => Some(key),
-        Command::Scan { .. } | Command::DbSize | Command::FlushAll => None,
+        | Command::Ttl { key, .. }
+        | Command::WanApply { key, .. } => Some(key),
+        Command::Scan { .. }
+        | Command::DbSize
+        | Command::FlushAll
+        | Command::WanChanges { .. }
+        | Command::WanDump { .. } => None,
     }
 }

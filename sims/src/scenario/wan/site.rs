@@ -11,8 +11,8 @@ use rand::RngCore;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tern_conflict::{
-    ConflictResolver, LastWriterWins, RegistryError, Resolution, ResolverRegistry, SiteId,
-    Versioned,
+    ConflictResolver, KeyspaceResolvers, LastWriterWins, RegistryError, Resolution,
+    ResolverRegistry, SiteId, Versioned,
 };
 use tern_node::core::{
     Command, Keyspace, PartitionConfig, PartitionCore, PartitionId, RemoteApplied, Response,
@@ -30,33 +30,21 @@ pub const RESOLVER_TABLE: &[(&str, &str)] = &[
     (STRING_PREFIX, LastWriterWins::NAME),
 ];
 
-/// The keyspace's resolvers, picked per key prefix from a [`ResolverRegistry`].
+/// The keyspace's resolvers, picked per key prefix from a [`ResolverRegistry`]: the nodes'
+/// [`KeyspaceResolvers`], with the fallback fixed to `lww`.
 #[derive(Debug, Clone)]
-pub struct Resolvers {
-    by_prefix: Vec<(Bytes, Arc<dyn ConflictResolver>)>,
-    fallback: Arc<dyn ConflictResolver>,
-}
+pub struct Resolvers(KeyspaceResolvers);
 
 impl Resolvers {
     pub fn from_registry(
         registry: &ResolverRegistry,
         table: &[(&str, &str)],
     ) -> Result<Self, RegistryError> {
-        let by_prefix = table
-            .iter()
-            .map(|&(prefix, name)| Ok((Bytes::from(prefix.to_string()), registry.get(name)?)))
-            .collect::<Result<_, RegistryError>>()?;
-        Ok(Self {
-            by_prefix,
-            fallback: registry.get(LastWriterWins::NAME)?,
-        })
+        KeyspaceResolvers::new(registry, table.iter().copied(), LastWriterWins::NAME).map(Self)
     }
 
     pub fn for_key(&self, key: &[u8]) -> &dyn ConflictResolver {
-        self.by_prefix
-            .iter()
-            .find(|(prefix, _)| key.starts_with(prefix))
-            .map_or(self.fallback.as_ref(), |(_, r)| r.as_ref())
+        self.0.for_key(key).as_ref()
     }
 }
 

@@ -6,7 +6,8 @@ use crate::core::keyspace::PartitionId;
 use crate::limits::Limits;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use tern_conflict::SiteId;
+use std::sync::Arc;
+use tern_conflict::{KeyspaceResolvers, SiteId};
 
 pub(super) const T0: u64 = 1_700_000_000_000;
 
@@ -75,6 +76,8 @@ pub(super) struct Net {
     pub proposals: Vec<(ReplicaId, MapProposal)>,
     pub partition_limits: Limits,
     pub limits: ReplicationLimits,
+    /// Conflict resolvers per node (default: all last-writer-wins).
+    pub resolvers: BTreeMap<ReplicaId, Arc<KeyspaceResolvers>>,
 }
 
 impl Net {
@@ -84,6 +87,28 @@ impl Net {
     }
 
     pub(super) fn with_limits(n: u64, partition_limits: Limits, limits: ReplicationLimits) -> Self {
+        Self::build(n, partition_limits, limits, BTreeMap::new())
+    }
+
+    /// Like [`Self::new`], with `resolvers` for the nodes named there.
+    pub(super) fn with_resolvers(
+        n: u64,
+        resolvers: BTreeMap<ReplicaId, Arc<KeyspaceResolvers>>,
+    ) -> Self {
+        Self::build(
+            n,
+            Limits::default(),
+            ReplicationLimits::default(),
+            resolvers,
+        )
+    }
+
+    fn build(
+        n: u64,
+        partition_limits: Limits,
+        limits: ReplicationLimits,
+        resolvers: BTreeMap<ReplicaId, Arc<KeyspaceResolvers>>,
+    ) -> Self {
         let mut net = Self {
             now: T0,
             nodes: BTreeMap::new(),
@@ -101,6 +126,7 @@ impl Net {
             proposals: Vec::new(),
             partition_limits,
             limits,
+            resolvers,
         };
         for id in 1..=n {
             net.add_node(id);
@@ -117,8 +143,11 @@ impl Net {
             limits: self.partition_limits.clone(),
             hash_seed: 7,
         };
-        self.nodes
-            .insert(id, ReplicaCore::new(id, config, self.limits.clone()));
+        let mut replica = ReplicaCore::new(id, config, self.limits.clone());
+        if let Some(resolvers) = self.resolvers.get(&id) {
+            replica = replica.with_resolvers(Arc::clone(resolvers));
+        }
+        self.nodes.insert(id, replica);
         self.crashed.remove(&id);
     }
 

@@ -3,4 +3,5 @@ mod harness;
 mod properties;
 mod regressions;
 mod scenarios;
+mod wan;
 mod wire;

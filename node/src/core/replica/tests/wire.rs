@@ -28,6 +28,20 @@ fn every_message_survives_postcard() {
             Err(CommandError::InvalidExpire { command: "expire" }),
             Err(CommandError::ValueTooLarge { len: 9, max: 8 }),
             Err(CommandError::KeyTooLarge { len: 9, max: 8 }),
+            Ok(R::WanApplied {
+                changed: true,
+                conflict: true,
+                clock_rejected: false,
+            }),
+            Ok(R::WanChanges(crate::core::command::WanChangesPage {
+                records: vec![crate::core::ChangeRecord {
+                    partition: crate::core::PartitionId(1),
+                    seq: 3,
+                    key: b("k"),
+                    entry: entry.clone(),
+                }],
+                last_seq: 3,
+            })),
         ],
     };
     let messages = [
