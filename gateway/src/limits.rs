@@ -22,6 +22,10 @@ pub struct GatewayLimits {
     /// A batch closes when its oldest record has waited this long since it was handed to the
     /// delegator (so a lone record leaves within this bound).
     pub batch_wait_ms_max: u64,
+    /// A partial batch leaves at once when no batch is in flight (Nagle's rule: an idle link
+    /// adds no batching delay; under load batches fill while acks travel). Off: partial
+    /// batches always wait `batch_wait_ms_max`.
+    pub batch_send_when_idle: bool,
     /// Flow control: batches sent and not yet fully acknowledged.
     pub inflight_batches_max: usize,
     /// Flow control: encoded bytes sent and not yet acknowledged. One batch may overshoot it
@@ -74,6 +78,7 @@ impl Default for GatewayLimits {
             batch_records_max: 2048,
             batch_bytes_max: 1024 * 1024,
             batch_wait_ms_max: 5,
+            batch_send_when_idle: true,
             inflight_batches_max: 32,
             inflight_bytes_max: 32 * 1024 * 1024,
             frame_bytes_max: 32 * 1024 * 1024,

@@ -10,8 +10,9 @@
 //!   target acknowledges it; acknowledgements are per-partition cursors. Each call of
 //!   `handle_records` is one store append (one write, at most one fsync for the durable
 //!   [`BacklogStore`]).
-//! - Batches close at `batch_records_max` records, `batch_bytes_max` bytes, or when their oldest
-//!   record has waited `batch_wait_ms_max` since it was handed in.
+//! - Batches close at `batch_records_max` records, `batch_bytes_max` bytes, when their oldest
+//!   record has waited `batch_wait_ms_max` since it was handed in, or at once when nothing is in
+//!   flight (an idle link adds no batching delay; under load, batches fill while acks travel).
 //! - Flow control: at most `inflight_batches_max` batches / `inflight_bytes_max` bytes sent and
 //!   unacknowledged; beyond that nothing is emitted ([`Delegator::is_blocked`]) and the backlog
 //!   grows ([`Delegator::backlog_bytes`]).

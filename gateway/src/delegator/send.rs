@@ -237,9 +237,13 @@ impl<S: RecordStore> Delegator<S> {
             let full = self.unsent_records >= self.limits.batch_records_max as u64
                 || self.unsent_bytes >= self.limits.batch_bytes_max as u64;
             if !full {
-                let due = self
-                    .unsent_since_ms
-                    .is_some_and(|at| now_ms >= at.saturating_add(self.limits.batch_wait_ms_max));
+                // Like Nagle's rule: an idle link sends at once (a lone write pays no batching
+                // delay); while a batch is in flight, records gather until a batch fills, its
+                // wait is over, or the link goes idle again (an ack arrived).
+                let due = (self.limits.batch_send_when_idle && self.inflight.is_empty())
+                    || self.unsent_since_ms.is_some_and(|at| {
+                        now_ms >= at.saturating_add(self.limits.batch_wait_ms_max)
+                    });
                 if !due {
                     return;
                 }

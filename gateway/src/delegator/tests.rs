@@ -34,10 +34,13 @@ pub(crate) mod support {
 }
 use support::record;
 
+/// Partial batches always wait here, so tests see batch boundaries by time (the idle rule has
+/// its own test).
 fn limits() -> GatewayLimits {
     GatewayLimits {
         batch_records_max: 4,
         batch_wait_ms_max: 5,
+        batch_send_when_idle: false,
         ack_timeout_ms: 100,
         ..GatewayLimits::default()
     }
@@ -94,6 +97,29 @@ fn a_full_batch_leaves_at_once_and_a_partial_one_after_the_wait() {
     assert!(sent(&mut d).is_empty());
     d.handle_timeout(15);
     assert_eq!(sent(&mut d), vec![vec![(0, 4, 5), (0, 5, 6), (0, 6, 7)]]);
+}
+
+#[test]
+fn on_an_idle_link_a_partial_batch_leaves_at_once_and_then_gathers() {
+    let mut d = connected(GatewayLimits {
+        batch_send_when_idle: true,
+        ..limits()
+    });
+    d.handle_record(record(LOCAL, 3, 1, 8), 1_000).ok();
+    assert_eq!(sent(&mut d), vec![vec![(3, 0, 1)]], "idle link: no wait");
+    for seq in 2..=3 {
+        d.handle_record(record(LOCAL, 3, seq, 8), 1_001).ok();
+    }
+    assert!(
+        sent(&mut d).is_empty(),
+        "a batch in flight: the next records gather"
+    );
+    assert!(d.handle_ack(ack(&[(3, 1)]), 1_002).is_ok());
+    assert_eq!(
+        sent(&mut d),
+        vec![vec![(3, 1, 2), (3, 2, 3)]],
+        "the ack made the link idle: what gathered leaves together"
+    );
 }
 
 #[test]

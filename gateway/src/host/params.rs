@@ -1,0 +1,66 @@
+//! What the host is started with, and how the operator-facing `[wan]` knobs map onto the
+//! protocol's [`GatewayLimits`] and the backlog's [`BacklogConfig`].
+use crate::backlog::{BacklogConfig, FsyncMode, OverflowPolicy};
+use crate::limits::GatewayLimits;
+use tern_conflict::{KeyspaceResolvers, ResolverRegistry};
+use tern_node::admin::WanHub;
+use tern_node::config::{WanConfig, WanFsync, WanOverflow};
+use tern_node::shell::Router;
+
+/// Everything [`super::start`] needs from the node it runs in.
+#[derive(Debug)]
+pub struct HostParams {
+    pub config: WanConfig,
+    /// This site's id (the node config's `site`).
+    pub site_id: u16,
+    /// The node's router: every read of a change log and every remote apply goes through it
+    /// to the partition's current primary.
+    pub router: Router,
+    /// Where the host publishes its status and reads operator requests.
+    pub hub: WanHub,
+    /// Resolvers by name, for counting conflicts per resolver (the partitions resolve with the
+    /// same table, built by the node from the same config and registry).
+    pub registry: ResolverRegistry,
+    /// The node's `limits.tombstone_retention_ms`: repair digests treat older tombstones as
+    /// gone, as the partitions do.
+    pub tombstone_retention_ms: u64,
+}
+
+pub fn gateway_limits(config: &WanConfig) -> GatewayLimits {
+    GatewayLimits {
+        batch_wait_ms_max: config.batch_wait_ms_max,
+        ..GatewayLimits::default()
+    }
+}
+
+pub fn backlog_config(config: &WanConfig) -> BacklogConfig {
+    BacklogConfig {
+        backlog_bytes_max: config.backlog_bytes_max,
+        fsync_mode: match config.fsync {
+            WanFsync::Always => FsyncMode::Always,
+            WanFsync::Interval => FsyncMode::Interval,
+            WanFsync::Never => FsyncMode::Never,
+        },
+        fsync_interval_ms: config.fsync_interval_ms,
+        overflow_policy: match config.overflow {
+            WanOverflow::BlockWrites => OverflowPolicy::BlockWrites,
+            WanOverflow::DropAndRepair => OverflowPolicy::DropAndRepair,
+        },
+        ..BacklogConfig::default()
+    }
+}
+
+/// The keyspace's resolver table from `[wan] resolvers` / `default_resolver`.
+pub fn resolvers(
+    config: &WanConfig,
+    registry: &ResolverRegistry,
+) -> Result<KeyspaceResolvers, tern_conflict::RegistryError> {
+    KeyspaceResolvers::new(
+        registry,
+        config
+            .resolvers
+            .iter()
+            .map(|r| (r.prefix.as_str(), r.resolver.as_str())),
+        &config.default_resolver,
+    )
+}
