@@ -4,6 +4,7 @@
 use crate::cluster::ClusterTimings;
 use crate::core::SLOT_COUNT;
 use crate::limits::Limits;
+pub use crate::transport::PeerAddr;
 use crate::transport::{Identity, TransportLimits};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -37,6 +38,256 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Membership of a multi-node site. Without it the node is a one-node site.
     pub cluster: Option<ClusterConfig>,
+    /// This node runs its site's WAN gateway. Without it the site replicates to no other site.
+    pub wan: Option<WanConfig>,
+}
+
+/// `[wan]`: the WAN gateway this node runs for its site (one node per site runs it). The
+/// gateway ships every committed change of the site's partitions to each peer site and applies
+/// theirs through the local partition primaries. Fine-grained protocol limits keep the
+/// defaults of `tern_gateway::GatewayLimits`; the knobs here are the ones operators tune.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WanConfig {
+    /// This site's name (a DNS label); the gateway's certificate names `<site>.tern`. With a
+    /// `[cluster]` section it must equal `cluster.site`.
+    pub site: String,
+    /// UDP address the gateway's QUIC endpoint binds.
+    pub listen: SocketAddr,
+    /// Directory with `ca.pem` and `<site>.pem` / `<site>.key` (`tern certs init --sites`).
+    pub tls_dir: PathBuf,
+    /// Directory of the durable backlogs (one per target site) and the sink cursors.
+    pub data_dir: PathBuf,
+    /// The other sites (full mesh). Connections from sites not listed are refused.
+    #[serde(default)]
+    pub peers: Vec<WanPeer>,
+    /// Which conflict resolver applies to which keys (first matching prefix wins), by
+    /// registry name (`lww`, `site-priority`, `counter-merge`, or a registered plugin).
+    #[serde(default)]
+    pub resolvers: Vec<WanResolverRule>,
+    /// The resolver for keys no rule matches.
+    #[serde(default = "default_wan_resolver")]
+    pub default_resolver: String,
+    /// A batch leaves at most this long after its oldest record was committed.
+    #[serde(default = "default_wan_batch_wait_ms_max")]
+    pub batch_wait_ms_max: u64,
+    /// Cap on each target's durable backlog.
+    #[serde(default = "default_wan_backlog_bytes_max")]
+    pub backlog_bytes_max: u64,
+    /// When backlog appends reach the disk.
+    #[serde(default)]
+    pub fsync: WanFsync,
+    /// With `fsync = "interval"`: longest time appended records wait for an fsync.
+    #[serde(default = "default_wan_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// What a full backlog does.
+    #[serde(default)]
+    pub overflow: WanOverflow,
+    /// A partition whose change log had nothing new is asked again after at most this long.
+    #[serde(default = "default_wan_feed_poll_ms_max")]
+    pub feed_poll_ms_max: u64,
+    /// Most records (and bytes) read from one partition's change log per request.
+    #[serde(default = "default_wan_feed_records_max")]
+    pub feed_records_max: u32,
+    #[serde(default = "default_wan_feed_bytes_max")]
+    pub feed_bytes_max: u32,
+    /// Applied cursors of the sinks are written to disk at most this often (a cursor older
+    /// than the data only replays records, which apply idempotently).
+    #[serde(default = "default_wan_cursor_persist_ms")]
+    pub cursor_persist_ms: u64,
+    /// Anti-entropy against every peer this often (0: only after an overflow or on request).
+    #[serde(default = "default_wan_repair_interval_ms")]
+    pub repair_interval_ms: u64,
+    /// A lost peer connection is dialed again after this long (doubling up to 16×).
+    #[serde(default = "default_wan_reconnect_ms")]
+    pub reconnect_ms: u64,
+}
+
+/// `[[wan.peers]]`: another site's gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WanPeer {
+    /// The peer site's name; its certificate must name `<site>.tern`.
+    pub site: String,
+    /// The peer site's id (its nodes' `site`), unique across sites.
+    pub site_id: u16,
+    /// Where its gateway listens (UDP).
+    pub addr: SocketAddr,
+}
+
+/// `[[wan.resolvers]]`: keys starting with `prefix` are resolved by `resolver`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WanResolverRule {
+    pub prefix: String,
+    pub resolver: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WanFsync {
+    Always,
+    #[default]
+    Interval,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WanOverflow {
+    BlockWrites,
+    #[default]
+    DropAndRepair,
+}
+
+fn default_wan_resolver() -> String {
+    "lww".to_owned()
+}
+fn default_wan_batch_wait_ms_max() -> u64 {
+    5
+}
+fn default_wan_backlog_bytes_max() -> u64 {
+    1024 * 1024 * 1024
+}
+fn default_wan_fsync_interval_ms() -> u64 {
+    100
+}
+fn default_wan_feed_poll_ms_max() -> u64 {
+    4
+}
+fn default_wan_feed_records_max() -> u32 {
+    4096
+}
+fn default_wan_feed_bytes_max() -> u32 {
+    4 * 1024 * 1024
+}
+fn default_wan_cursor_persist_ms() -> u64 {
+    200
+}
+fn default_wan_repair_interval_ms() -> u64 {
+    0
+}
+fn default_wan_reconnect_ms() -> u64 {
+    200
+}
+
+/// Smallest `wan.backlog_bytes_max`: a backlog must hold at least a few full batches.
+pub const WAN_BACKLOG_BYTES_MIN: u64 = 1024 * 1024;
+
+impl WanConfig {
+    /// A `[wan]` section with every optional field at its default and no peers.
+    pub fn new(site: &str, listen: SocketAddr, tls_dir: PathBuf, data_dir: PathBuf) -> Self {
+        Self {
+            site: site.to_owned(),
+            listen,
+            tls_dir,
+            data_dir,
+            peers: Vec::new(),
+            resolvers: Vec::new(),
+            default_resolver: default_wan_resolver(),
+            batch_wait_ms_max: default_wan_batch_wait_ms_max(),
+            backlog_bytes_max: default_wan_backlog_bytes_max(),
+            fsync: WanFsync::default(),
+            fsync_interval_ms: default_wan_fsync_interval_ms(),
+            overflow: WanOverflow::default(),
+            feed_poll_ms_max: default_wan_feed_poll_ms_max(),
+            feed_records_max: default_wan_feed_records_max(),
+            feed_bytes_max: default_wan_feed_bytes_max(),
+            cursor_persist_ms: default_wan_cursor_persist_ms(),
+            repair_interval_ms: default_wan_repair_interval_ms(),
+            reconnect_ms: default_wan_reconnect_ms(),
+        }
+    }
+
+    /// Checks what the gateway depends on; resolver names are checked against the registry
+    /// when the gateway starts (plugins register there, not here).
+    fn validate(&self, site_id: u16, cluster: Option<&ClusterConfig>) -> Result<(), ConfigError> {
+        let fail = |field: &'static str, reason: String| Err(ConfigError::Wan { field, reason });
+        if let Err(e) = Identity::site(&self.site) {
+            return fail("site", e.to_string());
+        }
+        if let Some(cluster) = cluster
+            && cluster.site != self.site
+        {
+            return fail(
+                "site",
+                format!(
+                    "{:?} differs from cluster.site {:?}: a gateway serves its own site",
+                    self.site, cluster.site
+                ),
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut ids = std::collections::BTreeSet::new();
+        for peer in &self.peers {
+            if let Err(e) = Identity::site(&peer.site) {
+                return fail("peers", format!("peer {}: {e}", peer.site_id));
+            }
+            if peer.site == self.site {
+                return fail(
+                    "peers",
+                    format!("peer {:?} is this site (wan.site)", peer.site),
+                );
+            }
+            if peer.site_id == site_id {
+                return fail(
+                    "peers",
+                    format!(
+                        "peer {:?} has site id {}, this node's own site id",
+                        peer.site, peer.site_id
+                    ),
+                );
+            }
+            if !names.insert(peer.site.as_str()) {
+                return fail("peers", format!("site {:?} appears twice", peer.site));
+            }
+            if !ids.insert(peer.site_id) {
+                return fail("peers", format!("site id {} appears twice", peer.site_id));
+            }
+        }
+        for (i, rule) in self.resolvers.iter().enumerate() {
+            if rule.resolver.is_empty() {
+                return fail(
+                    "resolvers",
+                    format!(
+                        "rule {i} (prefix {:?}): resolver must not be empty",
+                        rule.prefix
+                    ),
+                );
+            }
+        }
+        if self.default_resolver.is_empty() {
+            return fail("default_resolver", "must not be empty".into());
+        }
+        for (field, value) in [
+            ("batch_wait_ms_max", self.batch_wait_ms_max),
+            ("feed_poll_ms_max", self.feed_poll_ms_max),
+            ("feed_records_max", u64::from(self.feed_records_max)),
+            ("feed_bytes_max", u64::from(self.feed_bytes_max)),
+            ("cursor_persist_ms", self.cursor_persist_ms),
+            ("reconnect_ms", self.reconnect_ms),
+        ] {
+            if value == 0 {
+                return fail(field, "must be at least 1".into());
+            }
+        }
+        if self.fsync == WanFsync::Interval && self.fsync_interval_ms == 0 {
+            return fail(
+                "fsync_interval_ms",
+                "must be at least 1 with fsync = \"interval\"".into(),
+            );
+        }
+        if self.backlog_bytes_max < WAN_BACKLOG_BYTES_MIN {
+            return fail(
+                "backlog_bytes_max",
+                format!(
+                    "must be at least {WAN_BACKLOG_BYTES_MIN} (1 MiB), got {}",
+                    self.backlog_bytes_max
+                ),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[cluster]`: this node's place in a multi-node site.
@@ -81,10 +332,12 @@ pub struct ClusterPeer {
     pub id: u64,
     /// Node name (identity `<name>.<site>`).
     pub name: String,
-    /// Where other nodes reach it over QUIC.
-    pub quic_addr: SocketAddr,
-    /// Where clients reach it (RESP); shown in status.
-    pub resp_addr: SocketAddr,
+    /// Where other nodes reach it over QUIC: `IP:port` or `dns-name:port` (e.g. a StatefulSet
+    /// pod's `tern-0.tern-peers:7400`), resolved again on every dial so a restarted pod's new IP
+    /// is found. Checked when the config is read.
+    pub quic_addr: PeerAddr,
+    /// Where clients reach it (RESP), same forms; only shown in status.
+    pub resp_addr: PeerAddr,
     /// Failure zone; a partition's copies go to distinct zones when labelled.
     #[serde(default)]
     pub zone: Option<String>,
@@ -276,6 +529,7 @@ impl Default for NodeConfig {
             admin_listen: None,
             limits: Limits::default(),
             cluster: None,
+            wan: None,
         }
     }
 }
@@ -305,6 +559,8 @@ pub enum ConfigError {
     },
     #[error("cluster.{field}: {reason}")]
     Cluster { field: &'static str, reason: String },
+    #[error("wan.{field}: {reason}")]
+    Wan { field: &'static str, reason: String },
     #[error("limits.{field}: must not exceed limits.frame_bytes_max ({frame}), got {value}")]
     LimitAboveFrame {
         field: &'static str,
@@ -330,8 +586,11 @@ impl NodeConfig {
             return Err(ConfigError::EmptyPassword);
         }
         self.validate_limits()?;
-        match &self.cluster {
-            Some(cluster) => cluster.validate(&self.limits),
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(&self.limits)?;
+        }
+        match &self.wan {
+            Some(wan) => wan.validate(self.site, self.cluster.as_ref()),
             None => Ok(()),
         }
     }
@@ -482,8 +741,8 @@ mod tests {
             .map(|i| ClusterPeer {
                 id: i,
                 name: format!("n{i}"),
-                quic_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7100 + i as u16)),
-                resp_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 6380 + i as u16)),
+                quic_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7100 + i as u16)).into(),
+                resp_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 6380 + i as u16)).into(),
                 zone: None,
             })
             .collect();
@@ -499,6 +758,202 @@ mod tests {
             )),
             ..NodeConfig::default()
         }
+    }
+
+    #[test]
+    fn peer_addresses_may_be_ips_or_dns_names() {
+        // (quic_addr as written, Ok(as shown) or Err(part of the message))
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("127.0.0.1:7101", Ok("127.0.0.1:7101")),
+            ("[::1]:7101", Ok("[::1]:7101")),
+            ("tern-0.tern-peers:7400", Ok("tern-0.tern-peers:7400")),
+            (
+                "tern-0.tern.ns.svc.cluster.local:7400",
+                Ok("tern-0.tern.ns.svc.cluster.local:7400"),
+            ),
+            ("tern-0.tern-peers", Err("missing :port")),
+            ("127.0.0.1", Err("missing :port")),
+            (":7400", Err("empty host")),
+            ("tern_0.peers:7400", Err("only letters")),
+            ("10.0.0.300:7400", Err("numeric label")),
+        ];
+        for (quic, want) in cases {
+            let json = format!(
+                r#"{{"id":1,"name":"n1","quic_addr":"{quic}","resp_addr":"127.0.0.1:6379"}}"#
+            );
+            match (serde_json::from_str::<ClusterPeer>(&json), want) {
+                (Ok(peer), Ok(shown)) => {
+                    assert_eq!(peer.quic_addr.to_string(), *shown, "{quic}");
+                    // Written back as the same string (`tern up` writes configs with serde).
+                    let again = serde_json::to_string(&peer).expect("serializes");
+                    assert!(
+                        again.contains(&format!(r#""quic_addr":"{shown}""#)),
+                        "{again}"
+                    );
+                }
+                (Err(e), Err(part)) => assert!(e.to_string().contains(part), "{quic}: {e}"),
+                (got, want) => panic!("{quic}: got {got:?}, want {want:?}"),
+            }
+        }
+        // A site whose peers are all DNS names is valid (they resolve only when dialed).
+        let mut config = site_member();
+        if let Some(cluster) = config.cluster.as_mut() {
+            for (i, peer) in cluster.peers.iter_mut().enumerate() {
+                peer.quic_addr = format!("tern-{i}.tern-peers:7400").parse().expect("valid");
+                peer.resp_addr = format!("tern-{i}.tern-peers:6379").parse().expect("valid");
+            }
+        }
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    /// Node 1 of site `a` (site id 1) running the gateway, with peers `b` (2) and `c` (3).
+    fn gateway_node() -> NodeConfig {
+        let mut config = site_member();
+        let mut wan = WanConfig::new(
+            "a",
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 7301)),
+            PathBuf::from("pki"),
+            PathBuf::from("data/n2/wan"),
+        );
+        wan.peers = [("b", 2), ("c", 3)]
+            .into_iter()
+            .map(|(site, site_id)| WanPeer {
+                site: site.into(),
+                site_id,
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7300 + site_id)),
+            })
+            .collect();
+        wan.resolvers = vec![WanResolverRule {
+            prefix: "c:".into(),
+            resolver: "counter-merge".into(),
+        }];
+        config.wan = Some(wan);
+        config
+    }
+
+    #[test]
+    fn a_gateway_node_is_valid_and_its_mistakes_are_named() {
+        assert_eq!(gateway_node().validate(), Ok(()));
+        type Mutation = Box<dyn Fn(&mut NodeConfig)>;
+        fn wan(f: impl Fn(&mut WanConfig) + 'static) -> Mutation {
+            Box::new(move |c: &mut NodeConfig| {
+                if let Some(w) = c.wan.as_mut() {
+                    f(w)
+                }
+            })
+        }
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("wan.site", wan(|w| w.site = "A_1".into())),
+            ("wan.site", wan(|w| w.site = String::new())),
+            ("wan.site", wan(|w| w.site = "b2".into())),
+            ("wan.peers", wan(|w| w.peers[1].site = "b".into())),
+            ("wan.peers", wan(|w| w.peers[1].site_id = 2)),
+            ("wan.peers", wan(|w| w.peers[0].site = "a".into())),
+            ("wan.peers", Box::new(|c| c.site = 3)),
+            ("wan.peers", wan(|w| w.peers[0].site = "-b".into())),
+            ("wan.resolvers", wan(|w| w.resolvers[0].resolver.clear())),
+            ("wan.default_resolver", wan(|w| w.default_resolver.clear())),
+            ("wan.batch_wait_ms_max", wan(|w| w.batch_wait_ms_max = 0)),
+            ("wan.feed_poll_ms_max", wan(|w| w.feed_poll_ms_max = 0)),
+            ("wan.feed_records_max", wan(|w| w.feed_records_max = 0)),
+            ("wan.feed_bytes_max", wan(|w| w.feed_bytes_max = 0)),
+            ("wan.cursor_persist_ms", wan(|w| w.cursor_persist_ms = 0)),
+            ("wan.reconnect_ms", wan(|w| w.reconnect_ms = 0)),
+            ("wan.fsync_interval_ms", wan(|w| w.fsync_interval_ms = 0)),
+            (
+                "wan.backlog_bytes_max",
+                wan(|w| w.backlog_bytes_max = WAN_BACKLOG_BYTES_MIN - 1),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut config = gateway_node();
+            mutate(&mut config);
+            let err = config.validate().expect_err(field).to_string();
+            assert!(err.starts_with(&format!("{field}:")), "{field}: got {err}");
+        }
+    }
+
+    #[test]
+    fn a_gateway_accepts_its_edge_values() {
+        type Mutation = Box<dyn Fn(&mut NodeConfig)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            (
+                "no cluster: any valid site name",
+                Box::new(|c| {
+                    c.cluster = None;
+                    if let Some(w) = c.wan.as_mut() {
+                        w.site = "z".into();
+                    }
+                }),
+            ),
+            (
+                "no peers",
+                Box::new(|c| {
+                    if let Some(w) = c.wan.as_mut() {
+                        w.peers.clear();
+                    }
+                }),
+            ),
+            (
+                "smallest backlog",
+                Box::new(|c| {
+                    if let Some(w) = c.wan.as_mut() {
+                        w.backlog_bytes_max = WAN_BACKLOG_BYTES_MIN;
+                    }
+                }),
+            ),
+            (
+                "fsync never ignores the interval",
+                Box::new(|c| {
+                    if let Some(w) = c.wan.as_mut() {
+                        w.fsync = WanFsync::Never;
+                        w.fsync_interval_ms = 0;
+                    }
+                }),
+            ),
+            (
+                "repairs only on demand",
+                Box::new(|c| {
+                    if let Some(w) = c.wan.as_mut() {
+                        w.repair_interval_ms = 0;
+                    }
+                }),
+            ),
+        ];
+        for (name, mutate) in cases {
+            let mut config = gateway_node();
+            mutate(&mut config);
+            assert_eq!(config.validate(), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn wan_sections_parse_with_their_defaults() {
+        // Only the required keys: every other one takes its documented default.
+        let json = r#"{
+            "site": 1,
+            "wan": {
+                "site": "a",
+                "listen": "127.0.0.1:7301",
+                "tls_dir": "pki",
+                "data_dir": "wan",
+                "peers": [{"site": "b", "site_id": 2, "addr": "127.0.0.1:7302"}]
+            }
+        }"#;
+        let parsed: NodeConfig = serde_json::from_str(json).expect("parses");
+        let mut want = WanConfig::new(
+            "a",
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 7301)),
+            PathBuf::from("pki"),
+            PathBuf::from("wan"),
+        );
+        want.peers = vec![WanPeer {
+            site: "b".into(),
+            site_id: 2,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7302)),
+        }];
+        assert_eq!(parsed.wan, Some(want));
+        assert_eq!(parsed.validate(), Ok(()));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!
 //! Without `[cluster]` the node is a one-node site on the same path: the same replica cores,
 //! router and cluster actor, over a local map of one node with no backups and no transport.
-use crate::admin::{self, AdminRequest, AdminRequestSender, NodeStatus, StatusHub};
+use crate::admin::{self, AdminRequest, AdminRequestSender, NodeStatus, StatusHub, WanHub};
 use crate::cluster::{
     FilePersistence, MapCommand, NodeId, PartitionMap, PeerSpec, RaftGroup, RaftGroupConfig,
     RaftPersistence, tracing_logger,
@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tern_conflict::{KeyspaceResolvers, RegistryError, ResolverRegistry};
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,12 @@ pub enum StartError {
     Spawn(std::io::Error),
     #[error("starting the node: {0}")]
     Startup(String),
+    #[error("invalid configuration: {setting}: {source}")]
+    Resolver {
+        /// The setting that names the resolver, e.g. `wan.resolvers[1].resolver (prefix "c:")`.
+        setting: String,
+        source: RegistryError,
+    },
 }
 
 /// How the control thread ends.
@@ -61,6 +68,8 @@ enum StopKind {
 /// What the control thread hands back once the node runs.
 struct Running {
     cluster: Addr<ClusterActor>,
+    router: Router,
+    wan: WanHub,
     hub: StatusHub,
     admin: AdminRequestSender,
     admin_addr: Option<SocketAddr>,
@@ -75,6 +84,8 @@ pub struct NodeHandle {
     clustered: bool,
     drain_bound: Duration,
     cluster: Addr<ClusterActor>,
+    router: Router,
+    wan: WanHub,
     hub: StatusHub,
     admin: AdminRequestSender,
     admin_addr: Option<SocketAddr>,
@@ -106,6 +117,17 @@ impl NodeHandle {
 
     pub fn status_hub(&self) -> StatusHub {
         self.hub.clone()
+    }
+
+    /// Submits commands to partitions from outside the node (the WAN gateway host): routed to
+    /// each partition's primary like a client request, from any tokio runtime.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The WAN gateway's status and request channel, shared with the admin HTTP server.
+    pub fn wan_hub(&self) -> WanHub {
+        self.wan.clone()
     }
 
     /// Where operator requests (drain, undrain) go, as the admin HTTP server sends them.
@@ -170,9 +192,20 @@ impl Drop for NodeHandle {
     }
 }
 
+/// Start a node whose `[wan]` resolver names refer to the built-in conflict resolvers.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
+    start_with_registry(config, ResolverRegistry::with_builtins()).await
+}
+
+/// Start a node whose `[wan]` resolver names are looked up in `registry`: how a binary that
+/// embeds its own resolver plugins makes them configurable.
+pub async fn start_with_registry(
+    config: NodeConfig,
+    registry: ResolverRegistry,
+) -> Result<NodeHandle, StartError> {
     config.validate()?;
     let keyspace = Keyspace::new(config.partitions)?;
+    let resolvers = Arc::new(keyspace_resolvers(&config, &registry)?);
     let bind_error = |source| StartError::Bind {
         addr: config.listen,
         source,
@@ -198,7 +231,9 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let thread = std::thread::Builder::new()
         .name(format!("tern-node-{}", local_addr.port()))
         .spawn(move || {
-            run_node(config, keyspace, listener, local_addr, ready_tx, stop_rx);
+            run_node(
+                config, keyspace, resolvers, listener, local_addr, ready_tx, stop_rx,
+            );
             let _ = stopped_tx.send(());
         })
         .map_err(StartError::Spawn)?;
@@ -222,12 +257,44 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
         clustered,
         drain_bound,
         cluster: running.cluster,
+        router: running.router,
+        wan: running.wan,
         hub: running.hub,
         admin: running.admin,
         admin_addr: running.admin_addr,
         stop: Some(stop_tx),
         stopped: Some(stopped_rx),
         thread: Some(thread),
+    })
+}
+
+/// The node's conflict resolvers per key prefix, from `[wan]` (every key last-writer-wins
+/// without it). Built once; every partition shares it.
+fn keyspace_resolvers(
+    config: &NodeConfig,
+    registry: &ResolverRegistry,
+) -> Result<KeyspaceResolvers, StartError> {
+    let Some(wan) = &config.wan else {
+        return Ok(KeyspaceResolvers::default());
+    };
+    // Each rule is looked up on its own first, so the error names the setting at fault.
+    for (i, rule) in wan.resolvers.iter().enumerate() {
+        registry
+            .get(&rule.resolver)
+            .map_err(|source| StartError::Resolver {
+                setting: format!("wan.resolvers[{i}].resolver (prefix {:?})", rule.prefix),
+                source,
+            })?;
+    }
+    let rules = wan
+        .resolvers
+        .iter()
+        .map(|rule| (rule.prefix.as_str(), rule.resolver.as_str()));
+    KeyspaceResolvers::new(registry, rules, &wan.default_resolver).map_err(|source| {
+        StartError::Resolver {
+            setting: "wan.default_resolver".to_owned(),
+            source,
+        }
     })
 }
 
@@ -248,6 +315,7 @@ const STANDALONE_INCARNATION: u64 = 1;
 fn run_node(
     config: NodeConfig,
     keyspace: Keyspace,
+    resolvers: Arc<KeyspaceResolvers>,
     listener: std::net::TcpListener,
     local_addr: SocketAddr,
     ready: oneshot::Sender<Result<Running, String>>,
@@ -255,7 +323,7 @@ fn run_node(
 ) {
     let system = actix::System::new();
     let workers = system.block_on(async move {
-        let node = match boot(&config, keyspace, local_addr) {
+        let node = match boot(&config, keyspace, resolvers, local_addr) {
             Ok(node) => node,
             Err(reason) => {
                 let _ = ready.send(Err(reason));
@@ -281,6 +349,7 @@ fn run_node(
             };
             actix::spawn(dispatcher.run(inbound));
         }
+        let wan = WanHub::new();
         let (admin, mut admin_rx) = mpsc::channel::<AdminRequest>(64);
         let admin_cluster = cluster.clone();
         actix::spawn(async move {
@@ -292,6 +361,7 @@ fn run_node(
             Some(addr) => {
                 let ctx = admin::AdminContext {
                     hub: hub.clone(),
+                    wan: wan.clone(),
                     requests: admin.clone(),
                     transport_stats: transport.as_ref().map(|t| t.stats()),
                 };
@@ -314,7 +384,7 @@ fn run_node(
             }
         };
         let node = Arc::new(NodeContext::new(
-            router,
+            router.clone(),
             config.limits.clone(),
             config.requirepass.clone(),
             local_addr.port(),
@@ -323,6 +393,8 @@ fn run_node(
         ));
         let running = Running {
             cluster: cluster.clone(),
+            router,
+            wan,
             hub,
             admin,
             admin_addr: admin_server.as_ref().map(|s| s.local_addr()),
@@ -381,7 +453,12 @@ struct Membership {
     planner_repropose_ms: u64,
 }
 
-fn boot(config: &NodeConfig, keyspace: Keyspace, local_addr: SocketAddr) -> Result<Booted, String> {
+fn boot(
+    config: &NodeConfig,
+    keyspace: Keyspace,
+    resolvers: Arc<KeyspaceResolvers>,
+    local_addr: SocketAddr,
+) -> Result<Booted, String> {
     let membership = match &config.cluster {
         Some(cluster) => join_site(config, cluster, keyspace)?,
         None => standalone(keyspace, local_addr)?,
@@ -411,7 +488,7 @@ fn boot(config: &NodeConfig, keyspace: Keyspace, local_addr: SocketAddr) -> Resu
         cluster: cluster_addr.clone().recipient(),
         board: Arc::clone(&board),
     };
-    let workers = Workers::start(config, keyspace, me, &view, &links);
+    let workers = Workers::start(config, keyspace, me, &view, &links, &resolvers);
     let router = Router::new(
         keyspace,
         workers.actors(),
@@ -530,7 +607,7 @@ fn join_site(
             ),
         );
         if id != me {
-            others.push((id, peer_identity, peer.quic_addr));
+            others.push((id, peer_identity, peer.quic_addr.clone()));
         }
     }
     let voters: Vec<NodeId> = specs.iter().map(|s| s.id).collect();
@@ -562,7 +639,7 @@ fn join_site(
             .iter()
             .map(|(_, identity, addr)| PeerConfig {
                 identity: identity.clone(),
-                addr: Some(*addr),
+                addr: Some(addr.clone()),
             })
             .collect(),
         limits: cluster.transport.clone(),

@@ -97,6 +97,7 @@ fn start(limits: AdminLimits) -> Fixture {
     let transport = Arc::new(TransportStats::default());
     let ctx = AdminContext {
         hub: hub.clone(),
+        wan: Default::default(),
         requests: tx,
         transport_stats: Some(Arc::clone(&transport)),
     };
@@ -433,6 +434,7 @@ async fn metrics_without_a_transport_or_a_status_still_parse() {
         let (tx, _rx) = mpsc::channel(1);
         let ctx = AdminContext {
             hub: StatusHub::new(),
+            wan: Default::default(),
             requests: tx,
             transport_stats: None,
         };
@@ -463,6 +465,7 @@ fn spawn_responder(
             let (action, node_id, reply) = match request {
                 AdminRequest::Drain { node_id, reply } => ("drain", node_id, reply),
                 AdminRequest::Undrain { node_id, reply } => ("undrain", node_id, reply),
+                AdminRequest::ForcePrimary { node_id, reply, .. } => ("force", node_id, reply),
             };
             seen.push((action, node_id));
             let result = match node_id {
@@ -625,6 +628,7 @@ async fn start_fails_on_a_taken_port_and_shutdown_closes_the_listener() {
         let (tx, _rx) = mpsc::channel(1);
         let ctx = AdminContext {
             hub: StatusHub::new(),
+            wan: Default::default(),
             requests: tx,
             transport_stats: None,
         };
@@ -645,6 +649,7 @@ fn start_outside_a_runtime_is_an_error_not_a_panic() {
     let (tx, _rx) = mpsc::channel(1);
     let ctx = AdminContext {
         hub: StatusHub::new(),
+        wan: Default::default(),
         requests: tx,
         transport_stats: None,
     };

@@ -57,7 +57,7 @@ fn any_port(host: u8) -> SocketAddr {
 fn peer(identity: &Identity, addr: Option<SocketAddr>) -> PeerConfig {
     PeerConfig {
         identity: identity.clone(),
-        addr,
+        addr: addr.map(Into::into),
     }
 }
 

@@ -8,6 +8,9 @@
 //! | `GET /v1/status` | the whole [`NodeStatus`] as JSON |
 //! | `GET /v1/partitions` | [`PartitionsView`]: partitions and members |
 //! | `POST /v1/nodes/{id}/drain`, `…/undrain` | [`NodeActionDone`] 200; else [`ErrorBody`] with 400 bad id, 404 unknown node, 409 rejected, 503 no leader or shutting down, 504 no answer in time |
+//! | `POST /v1/partitions/{partition}/force-primary` (JSON [`ForcePrimaryRequest`]) | [`ForcePrimaryDone`] 200 once the map applied it; else [`ErrorBody`] with 400 bad partition/body or `confirm` not exactly [`FORCE_PRIMARY_CONFIRMATION`], 404 unknown node or partition, 409 rejected by the map (e.g. the partition has a primary), 503 no leader or shutting down, 504 no answer in time |
+//! | `GET /v1/wan` | the WAN gateway's [`WanStatus`]; 404 [`ErrorBody`] when this node runs no gateway |
+//! | `POST /v1/wan/targets` (JSON [`WanTargetSpec`]), `DELETE /v1/wan/targets/{site}`, `POST /v1/wan/targets/{site}/repair` | [`WanActionDone`] 200; else [`ErrorBody`] with 400 invalid, 404 unknown site, 409 already a target, 503 no gateway or shutting down, 504 no answer in time |
 //!
 //! Handlers only read the latest published snapshot and send requests over a bounded channel
 //! with a deadline, so a stuck shell can make a drain time out but can never stall a probe.
@@ -19,7 +22,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -29,12 +32,15 @@ use super::status::{
     AdminRequest, AdminRequestError, AdminRequestSender, MemberStatus, NodeStatus, PartitionStatus,
     ReplicaRole, StatusHub,
 };
+use super::wan::{WanAdminError, WanAdminRequest, WanHub, WanStatus, WanTargetSpec};
 use crate::transport::TransportStats;
 
 /// What the admin server reads and where it sends operator requests.
 #[derive(Debug, Clone)]
 pub struct AdminContext {
     pub hub: StatusHub,
+    /// The WAN gateway's status and requests (empty when this node runs no gateway).
+    pub wan: WanHub,
     pub requests: AdminRequestSender,
     /// The node's QUIC transport counters, exported as `tern_transport_*_total` when present.
     pub transport_stats: Option<Arc<TransportStats>>,
@@ -85,11 +91,21 @@ pub struct NodeActionDone {
     pub action: String,
 }
 
+/// Body of a successful WAN gateway request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WanActionDone {
+    pub site: String,
+    /// `add_target`, `remove_target` or `repair`.
+    pub action: String,
+}
+
 /// Body of every admin error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Stable, machine-readable: `bad_node_id`, `unknown_node`, `no_leader`, `rejected`,
-    /// `shutting_down`, `timeout`, `not_found`, `internal`.
+    /// `bad_partition`, `not_confirmed`, `unknown_partition`,
+    /// `shutting_down`, `timeout`, `not_found`, `internal`; for the WAN routes also
+    /// `no_gateway`, `bad_request`, `invalid_target`, `unknown_site`, `already_target`.
     pub code: String,
     /// For people.
     pub error: String,
@@ -184,6 +200,7 @@ pub fn start_with_limits(
 #[derive(Debug, Clone)]
 struct AppState {
     hub: StatusHub,
+    wan: WanHub,
     requests: AdminRequestSender,
     metrics: Arc<NodeMetrics>,
     request_timeout: Duration,
@@ -192,8 +209,13 @@ struct AppState {
 /// The routes, for embedding or for tests that drive the service without a socket.
 pub fn router(ctx: AdminContext, limits: AdminLimits) -> Router {
     let state = AppState {
-        metrics: Arc::new(NodeMetrics::new(ctx.hub.clone(), ctx.transport_stats)),
+        metrics: Arc::new(NodeMetrics::new(
+            ctx.hub.clone(),
+            ctx.wan.clone(),
+            ctx.transport_stats,
+        )),
         hub: ctx.hub,
+        wan: ctx.wan,
         requests: ctx.requests,
         request_timeout: Duration::from_millis(limits.request_timeout_ms),
     };
@@ -205,6 +227,14 @@ pub fn router(ctx: AdminContext, limits: AdminLimits) -> Router {
         .route("/v1/partitions", get(partitions))
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/nodes/{id}/undrain", post(undrain))
+        .route(
+            "/v1/partitions/{partition}/force-primary",
+            post(force_primary),
+        )
+        .route("/v1/wan", get(wan_status))
+        .route("/v1/wan/targets", post(wan_add_target))
+        .route("/v1/wan/targets/{site}", delete(wan_remove_target))
+        .route("/v1/wan/targets/{site}/repair", post(wan_repair))
         .fallback(not_found)
         .with_state(state)
 }
@@ -364,17 +394,7 @@ async fn node_action(state: AppState, id: &str, action: NodeAction) -> Response 
             }),
         )
             .into_response(),
-        Ok(Err(err)) => {
-            let (status, code) = match &err {
-                AdminRequestError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
-                AdminRequestError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
-                AdminRequestError::Rejected(_) => (StatusCode::CONFLICT, "rejected"),
-                AdminRequestError::ShuttingDown => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-                }
-            };
-            error(status, code, err.to_string())
-        }
+        Ok(Err(err)) => admin_error(err),
         Err(_) => error(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
@@ -385,6 +405,209 @@ async fn node_action(state: AppState, id: &str, action: NodeAction) -> Response 
             ),
         ),
     }
+}
+
+fn admin_error(err: AdminRequestError) -> Response {
+    let (status, code) = match &err {
+        AdminRequestError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
+        AdminRequestError::UnknownPartition(_) => (StatusCode::NOT_FOUND, "unknown_partition"),
+        AdminRequestError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
+        AdminRequestError::Rejected(_) => (StatusCode::CONFLICT, "rejected"),
+        AdminRequestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+    };
+    error(status, code, err.to_string())
+}
+
+/// The exact sentence `POST /v1/partitions/{p}/force-primary` needs in `confirm`: forcing a
+/// primary gives up the writes only the lost primary held, and nobody should do that by typo.
+pub const FORCE_PRIMARY_CONFIRMATION: &str = "I accept possible loss of acknowledged writes";
+
+/// Body of `POST /v1/partitions/{partition}/force-primary`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForcePrimaryRequest {
+    /// The node to become primary.
+    pub node: u64,
+    /// Must be [`FORCE_PRIMARY_CONFIRMATION`], exactly.
+    pub confirm: String,
+}
+
+/// Body of a successful force-primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForcePrimaryDone {
+    pub partition: u16,
+    /// The partition's primary now.
+    pub node_id: u64,
+}
+
+/// The body is parsed here (not by axum's `Json`) so that every malformed one gets an
+/// [`ErrorBody`]; nothing reaches the shell without the confirmation.
+async fn force_primary(
+    State(state): State<AppState>,
+    Path(partition): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(partition) = partition.parse::<u16>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_partition",
+            format!("partition must be an integer from 0 to 65535, got {partition:?}"),
+        );
+    };
+    let request: ForcePrimaryRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("expected JSON {{\"node\": <id>, \"confirm\": \"…\"}}: {err}"),
+            );
+        }
+    };
+    if request.confirm != FORCE_PRIMARY_CONFIRMATION {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "not_confirmed",
+            format!(
+                "forcing a primary may lose acknowledged writes; \"confirm\" must be exactly \
+                 {FORCE_PRIMARY_CONFIRMATION:?}"
+            ),
+        );
+    }
+    let node_id = request.node;
+    if node_id == 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_node_id",
+            "node id must be a positive integer, got 0".to_owned(),
+        );
+    }
+    let (reply, answer) = oneshot::channel();
+    let exchange = async {
+        state
+            .requests
+            .send(AdminRequest::ForcePrimary {
+                partition,
+                node_id,
+                reply,
+            })
+            .await
+            .map_err(|_| AdminRequestError::ShuttingDown)?;
+        answer.await.map_err(|_| AdminRequestError::ShuttingDown)?
+    };
+    match tokio::time::timeout(state.request_timeout, exchange).await {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            axum::Json(ForcePrimaryDone { partition, node_id }),
+        )
+            .into_response(),
+        Ok(Err(err)) => admin_error(err),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "no answer to force-primary of partition {partition} within {} ms; it may still \
+                 take effect",
+                state.request_timeout.as_millis()
+            ),
+        ),
+    }
+}
+
+async fn wan_status(State(state): State<AppState>) -> Response {
+    match state.wan.get() {
+        Some(status) => (StatusCode::OK, axum::Json::<WanStatus>(status)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no_gateway",
+            WanAdminError::NoGateway.to_string(),
+        ),
+    }
+}
+
+/// The body is parsed here rather than by axum's `Json` extractor so that a malformed one
+/// gets the same JSON [`ErrorBody`] as every other failure.
+async fn wan_add_target(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let spec: WanTargetSpec = match serde_json::from_slice(&body) {
+        Ok(spec) => spec,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("expected a JSON target {{\"site\", \"site_id\", \"addr\"}}: {err}"),
+            );
+        }
+    };
+    let site = spec.site.clone();
+    wan_action(state, site, "add_target", |reply| {
+        WanAdminRequest::AddTarget { spec, reply }
+    })
+    .await
+}
+
+async fn wan_remove_target(State(state): State<AppState>, Path(site): Path<String>) -> Response {
+    wan_action(state, site.clone(), "remove_target", |reply| {
+        WanAdminRequest::RemoveTarget { site, reply }
+    })
+    .await
+}
+
+async fn wan_repair(State(state): State<AppState>, Path(site): Path<String>) -> Response {
+    wan_action(state, site.clone(), "repair", |reply| {
+        WanAdminRequest::Repair { site, reply }
+    })
+    .await
+}
+
+/// Sends one request to the gateway host and waits for its answer, both within one deadline.
+async fn wan_action(
+    state: AppState,
+    site: String,
+    action: &'static str,
+    request: impl FnOnce(oneshot::Sender<Result<(), WanAdminError>>) -> WanAdminRequest,
+) -> Response {
+    let Some(sender) = state.wan.sender() else {
+        return wan_error(WanAdminError::NoGateway);
+    };
+    let (reply, answer) = oneshot::channel();
+    let exchange = async {
+        sender
+            .send(request(reply))
+            .await
+            .map_err(|_| WanAdminError::ShuttingDown)?;
+        // The gateway dropping the reply sender means it stopped before answering.
+        answer.await.map_err(|_| WanAdminError::ShuttingDown)?
+    };
+    match tokio::time::timeout(state.request_timeout, exchange).await {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            axum::Json(WanActionDone {
+                site,
+                action: action.to_owned(),
+            }),
+        )
+            .into_response(),
+        Ok(Err(err)) => wan_error(err),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "no answer to {action} of site {site:?} within {} ms; it may still take effect",
+                state.request_timeout.as_millis()
+            ),
+        ),
+    }
+}
+
+fn wan_error(err: WanAdminError) -> Response {
+    let (status, code) = match &err {
+        WanAdminError::NoGateway => (StatusCode::SERVICE_UNAVAILABLE, "no_gateway"),
+        WanAdminError::UnknownSite(_) => (StatusCode::NOT_FOUND, "unknown_site"),
+        WanAdminError::AlreadyTarget(_) => (StatusCode::CONFLICT, "already_target"),
+        WanAdminError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
+        WanAdminError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+    };
+    error(status, code, err.to_string())
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {

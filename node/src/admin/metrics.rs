@@ -17,17 +17,34 @@
 //! | `tern_member_up` | gauge | node, name | 1 unless the map marks the member down |
 //! | `tern_member_draining` | gauge | node, name | 1 while the member is draining |
 //! | `tern_transport_*_total` | counter | | QUIC transport counters (when the node runs one) |
+//!
+//! When this node runs its site's WAN gateway (a [`WanStatus`] was published), also:
+//!
+//! | family | type | labels | value |
+//! |---|---|---|---|
+//! | `tern_wan_connected` | gauge | target | 1 while connected to the target site's gateway |
+//! | `tern_wan_backlog_bytes`, `tern_wan_backlog_records` | gauge | target | kept until acknowledged |
+//! | `tern_wan_shipped_total` | counter | target | records the target acknowledged |
+//! | `tern_wan_repairing_partitions` | gauge | target | partitions marked for anti-entropy |
+//! | `tern_wan_overflows_total` | counter | target | times the backlog overflowed and dropped records |
+//! | `tern_wan_write_blocked` | gauge | target | 1 while local writes are blocked by a full backlog |
+//! | `tern_wan_applied_total` | counter | source | records applied here |
+//! | `tern_wan_duplicates_total` | counter | source | records received again and skipped |
+//! | `tern_wan_conflicts_total` | counter | source, resolver | concurrent writes resolved |
+//! | `tern_wan_lag_seconds` | histogram | source | source commit → applied here |
+//! | `tern_wan_refused_total` | counter | reason | incoming connections refused |
 use std::fmt;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::status::{MemberState, NodeStatus, ReplicaRole, StatusHub};
+use super::wan::{WanHub, WanSourceStatus, WanStatus, WanTargetStatus};
 use crate::transport::{TransportStats, TransportStatsSnapshot};
 
 /// `Content-Type` of the `/metrics` response.
@@ -41,9 +58,13 @@ pub struct NodeMetrics {
 }
 
 impl NodeMetrics {
-    pub fn new(hub: StatusHub, transport: Option<Arc<TransportStats>>) -> Self {
+    pub fn new(hub: StatusHub, wan: WanHub, transport: Option<Arc<TransportStats>>) -> Self {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(SnapshotCollector { hub, transport }));
+        registry.register_collector(Box::new(SnapshotCollector {
+            hub,
+            wan,
+            transport,
+        }));
         Self { registry }
     }
 
@@ -58,6 +79,7 @@ impl NodeMetrics {
 #[derive(Debug)]
 struct SnapshotCollector {
     hub: StatusHub,
+    wan: WanHub,
     transport: Option<Arc<TransportStats>>,
 }
 
@@ -67,6 +89,9 @@ impl Collector for SnapshotCollector {
         encode_status(&status, &mut encoder)?;
         if let Some(transport) = &self.transport {
             encode_transport(&transport.snapshot(), &mut encoder)?;
+        }
+        if let Some(wan) = self.wan.get() {
+            encode_wan(&wan, &mut encoder)?;
         }
         Ok(())
     }
@@ -102,6 +127,23 @@ fn gauge_family<L: EncodeLabelSet>(
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in samples {
         ConstGauge::new(gauge_value(*value)).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// [`gauge_family`] for counters (`name` without `_total`, which the encoder appends).
+fn counter_family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(L, u64)],
+) -> fmt::Result {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
     }
     Ok(())
 }
@@ -306,4 +348,276 @@ fn encode_transport(
         counter(encoder, &format!("tern_transport_{name}"), help, value)?;
     }
     Ok(())
+}
+
+fn encode_wan(wan: &WanStatus, encoder: &mut DescriptorEncoder) -> fmt::Result {
+    let per_target = |value: fn(&WanTargetStatus) -> u64| -> Vec<(Labels, u64)> {
+        wan.targets
+            .iter()
+            .map(|t| (vec![("target", t.site.clone())], value(t)))
+            .collect()
+    };
+    let per_source = |value: fn(&WanSourceStatus) -> u64| -> Vec<(Labels, u64)> {
+        wan.sources
+            .iter()
+            .map(|s| (vec![("source", s.site.clone())], value(s)))
+            .collect()
+    };
+    gauge_family(
+        encoder,
+        "tern_wan_connected",
+        "1 while the gateway is connected to the target site's gateway.",
+        &per_target(|t| u64::from(t.connected)),
+    )?;
+    gauge_family(
+        encoder,
+        "tern_wan_backlog_bytes",
+        "Bytes of records kept for the target site until it acknowledges them.",
+        &per_target(|t| t.backlog_bytes),
+    )?;
+    gauge_family(
+        encoder,
+        "tern_wan_backlog_records",
+        "Records kept for the target site until it acknowledges them.",
+        &per_target(|t| t.backlog_records),
+    )?;
+    counter_family(
+        encoder,
+        "tern_wan_shipped",
+        "Records the target site acknowledged (applied).",
+        &per_target(|t| t.shipped_total),
+    )?;
+    gauge_family(
+        encoder,
+        "tern_wan_repairing_partitions",
+        "Partitions marked for anti-entropy against the target site.",
+        &per_target(|t| t.repairing_partitions.len() as u64),
+    )?;
+    counter_family(
+        encoder,
+        "tern_wan_overflows",
+        "Times the backlog for the target site passed its cap and dropped records.",
+        &per_target(|t| t.overflows_total),
+    )?;
+    gauge_family(
+        encoder,
+        "tern_wan_write_blocked",
+        "1 while local writes are blocked because the target's backlog is full.",
+        &per_target(|t| u64::from(t.write_blocked)),
+    )?;
+    counter_family(
+        encoder,
+        "tern_wan_applied",
+        "Records from the source site applied through the local partition primaries.",
+        &per_source(|s| s.applied_total),
+    )?;
+    counter_family(
+        encoder,
+        "tern_wan_duplicates",
+        "Records from the source site received again and skipped.",
+        &per_source(|s| s.duplicates_total),
+    )?;
+    let conflicts: Vec<(Labels, u64)> = wan
+        .sources
+        .iter()
+        .flat_map(|s| {
+            s.conflicts_total.iter().map(|(resolver, n)| {
+                let labels = vec![("source", s.site.clone()), ("resolver", resolver.clone())];
+                (labels, *n)
+            })
+        })
+        .collect();
+    counter_family(
+        encoder,
+        "tern_wan_conflicts",
+        "Concurrent writes from the source site resolved, by resolver.",
+        &conflicts,
+    )?;
+    if !wan.sources.is_empty() {
+        let mut family = encoder.encode_descriptor(
+            "tern_wan_lag_seconds",
+            "Time from a record's commit at the source site to its application here.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for source in &wan.sources {
+            let labels: Labels = vec![("source", source.site.clone())];
+            let buckets = lag_bucket_increments(source);
+            let count = buckets.iter().map(|(_, n)| n).sum();
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(source.lag_seconds_sum, count, &buckets, None)?;
+        }
+    }
+    let refused: Vec<(Labels, u64)> = wan
+        .refused_total
+        .iter()
+        .map(|(reason, n)| (vec![("reason", reason.clone())], *n))
+        .collect();
+    counter_family(
+        encoder,
+        "tern_wan_refused",
+        "Incoming gateway connections refused, by reason.",
+        &refused,
+    )?;
+    Ok(())
+}
+
+/// The encoder wants per-bucket counts (it accumulates them itself) ending in `+Inf`; the
+/// gateway reports cumulative ones. Decreasing or out-of-order input is clamped rather than
+/// wrapped, and the `+Inf` bucket holds whatever `lag_count` has beyond the last bound, so
+/// `_count` always equals the `+Inf` bucket as OpenMetrics requires.
+fn lag_bucket_increments(source: &WanSourceStatus) -> Vec<(f64, u64)> {
+    let mut out = Vec::with_capacity(source.lag_buckets.len() + 1);
+    let mut below = 0u64;
+    let mut last_bound = f64::NEG_INFINITY;
+    for &(bound, cumulative) in &source.lag_buckets {
+        // NaN, repeated or descending bounds, and a reported +Inf, are left out.
+        if bound.partial_cmp(&last_bound) != Some(std::cmp::Ordering::Greater)
+            || bound.is_infinite()
+        {
+            continue;
+        }
+        last_bound = bound;
+        let cumulative = cumulative.max(below);
+        out.push((bound, cumulative - below));
+        below = cumulative;
+    }
+    out.push((f64::INFINITY, source.lag_count.saturating_sub(below)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::wan::WanTargetStatus;
+
+    fn sample_wan() -> WanStatus {
+        WanStatus {
+            site: "a".into(),
+            site_id: 1,
+            targets: vec![
+                WanTargetStatus {
+                    site: "b".into(),
+                    site_id: 2,
+                    addr: "127.0.0.1:7302".into(),
+                    connected: true,
+                    backlog_records: 12,
+                    backlog_bytes: 3400,
+                    shipped_total: 900,
+                    repairing_partitions: vec![3, 9],
+                    overflows_total: 1,
+                    ..WanTargetStatus::default()
+                },
+                WanTargetStatus {
+                    site: "c".into(),
+                    site_id: 3,
+                    addr: "127.0.0.1:7303".into(),
+                    write_blocked: true,
+                    ..WanTargetStatus::default()
+                },
+            ],
+            sources: vec![WanSourceStatus {
+                site: "b".into(),
+                site_id: 2,
+                connected: true,
+                applied_total: 700,
+                duplicates_total: 5,
+                conflicts_total: vec![("counter-merge".into(), 4), ("lww".into(), 2)],
+                lag_buckets: vec![(0.005, 3), (0.05, 8), (0.5, 9)],
+                lag_seconds_sum: 0.75,
+                lag_count: 10,
+                ..WanSourceStatus::default()
+            }],
+            refused_total: vec![("unknown_site".into(), 6)],
+        }
+    }
+
+    fn render(wan: Option<WanStatus>) -> String {
+        let hub = WanHub::new();
+        if let Some(status) = wan {
+            hub.publish(status);
+        }
+        NodeMetrics::new(StatusHub::new(), hub, None)
+            .render()
+            .expect("metrics encode")
+    }
+
+    #[test]
+    fn a_gateway_status_becomes_the_wan_families() {
+        let text = render(Some(sample_wan()));
+        let expected = [
+            "# TYPE tern_wan_connected gauge",
+            "tern_wan_connected{target=\"b\"} 1",
+            "tern_wan_connected{target=\"c\"} 0",
+            "tern_wan_backlog_bytes{target=\"b\"} 3400",
+            "tern_wan_backlog_records{target=\"b\"} 12",
+            "# TYPE tern_wan_shipped counter",
+            "tern_wan_shipped_total{target=\"b\"} 900",
+            "tern_wan_shipped_total{target=\"c\"} 0",
+            "tern_wan_repairing_partitions{target=\"b\"} 2",
+            "tern_wan_repairing_partitions{target=\"c\"} 0",
+            "tern_wan_overflows_total{target=\"b\"} 1",
+            "tern_wan_write_blocked{target=\"b\"} 0",
+            "tern_wan_write_blocked{target=\"c\"} 1",
+            "tern_wan_applied_total{source=\"b\"} 700",
+            "tern_wan_duplicates_total{source=\"b\"} 5",
+            "tern_wan_conflicts_total{source=\"b\",resolver=\"counter-merge\"} 4",
+            "tern_wan_conflicts_total{source=\"b\",resolver=\"lww\"} 2",
+            "tern_wan_refused_total{reason=\"unknown_site\"} 6",
+            "# TYPE tern_wan_lag_seconds histogram",
+            "tern_wan_lag_seconds_sum{source=\"b\"} 0.75",
+            "tern_wan_lag_seconds_count{source=\"b\"} 10",
+            "tern_wan_lag_seconds_bucket{le=\"0.005\",source=\"b\"} 3",
+            "tern_wan_lag_seconds_bucket{le=\"0.05\",source=\"b\"} 8",
+            "tern_wan_lag_seconds_bucket{le=\"0.5\",source=\"b\"} 9",
+            "tern_wan_lag_seconds_bucket{le=\"+Inf\",source=\"b\"} 10",
+        ];
+        let lines: Vec<&str> = text.lines().collect();
+        for line in expected {
+            assert!(lines.contains(&line), "missing {line:?} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn without_a_gateway_there_are_no_wan_lines() {
+        let text = render(None);
+        assert!(!text.contains("tern_wan_"), "{text}");
+        assert!(text.contains("tern_node_ready"), "{text}");
+    }
+
+    #[test]
+    fn lag_buckets_become_increments_ending_in_inf() {
+        const INF: f64 = f64::INFINITY;
+        type Buckets = &'static [(f64, u64)];
+        // (cumulative buckets reported, lag_count, per-bucket counts encoded)
+        let cases: &[(Buckets, u64, Buckets)] = &[
+            (&[], 0, &[(INF, 0)]),
+            (&[], 4, &[(INF, 4)]),
+            (&[(0.1, 2), (1.0, 5)], 5, &[(0.1, 2), (1.0, 3), (INF, 0)]),
+            // A reported +Inf is replaced by the count.
+            (&[(0.1, 2), (INF, 7)], 7, &[(0.1, 2), (INF, 5)]),
+            // Decreasing cumulative counts clamp instead of wrapping.
+            (&[(0.1, 5), (1.0, 3)], 4, &[(0.1, 5), (1.0, 0), (INF, 0)]),
+            // Out-of-order and NaN bounds are dropped.
+            (
+                &[(1.0, 2), (0.5, 3), (f64::NAN, 9), (2.0, 4)],
+                4,
+                &[(1.0, 2), (2.0, 2), (INF, 0)],
+            ),
+        ];
+        for (cumulative, count, want) in cases {
+            let source = WanSourceStatus {
+                lag_buckets: cumulative.to_vec(),
+                lag_count: *count,
+                ..WanSourceStatus::default()
+            };
+            assert_eq!(
+                lag_bucket_increments(&source),
+                want.to_vec(),
+                "{cumulative:?}"
+            );
+        }
+    }
 }

@@ -9,9 +9,14 @@
 pub mod http;
 pub mod metrics;
 mod status;
+pub mod wan;
 
 pub use http::{AdminContext, AdminLimits, AdminServer};
 pub use status::{
     AdminRequest, AdminRequestError, AdminRequestSender, MemberState, MemberStatus, NodeStatus,
     PartitionStatus, ReplicaRole, ReplicaStatus, StatusHub,
+};
+pub use wan::{
+    WanAdminError, WanAdminRequest, WanHub, WanSourceStatus, WanStatus, WanTargetSpec,
+    WanTargetStatus,
 };

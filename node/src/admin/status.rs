@@ -110,12 +110,22 @@ pub enum AdminRequest {
         node_id: u64,
         reply: oneshot::Sender<Result<(), AdminRequestError>>,
     },
+    /// Make `node_id` primary of `partition`, which has no primary and no in-sync copy left
+    /// (`MapCommand::ForcePrimary`): writes only its lost primary held are gone for good.
+    /// Answered once the map applied or rejected the command.
+    ForcePrimary {
+        partition: u16,
+        node_id: u64,
+        reply: oneshot::Sender<Result<(), AdminRequestError>>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum AdminRequestError {
     #[error("unknown node {0}")]
     UnknownNode(u64),
+    #[error("unknown partition {0}")]
+    UnknownPartition(u16),
     #[error("no partition map leader reachable; retry")]
     NoLeader,
     #[error("rejected by the partition map: {0}")]

@@ -19,6 +19,7 @@ use crate::cluster::{
     ClusterTimings, FailureDetector, FilePersistence, MapCommand, NodeId, NodeStatus, PartitionMap,
     RaftGroup, RaftPersistence,
 };
+use crate::core::PartitionId;
 use crate::transport::Channel;
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
 use std::sync::Arc;
@@ -126,6 +127,15 @@ struct AdminWait {
     reply: oneshot::Sender<Result<(), AdminRequestError>>,
 }
 
+/// An operator's `ForcePrimary` waiting for the map to apply or reject it.
+#[derive(Debug)]
+struct ForceWait {
+    /// Exactly as proposed (with the epoch it was checked at), to recognise it when committed.
+    command: MapCommand,
+    deadline_ms: u64,
+    reply: oneshot::Sender<Result<(), AdminRequestError>>,
+}
+
 /// How long an admin request waits for its command to commit.
 const ADMIN_WAIT_MS: u64 = 5_000;
 /// How often the cluster actor wakes up; the Raft tick and heartbeats keep their own periods.
@@ -152,6 +162,7 @@ pub struct ClusterActor {
     /// Planned commands proposed recently, with when.
     recent: Vec<(MapCommand, u64)>,
     admin_waits: Vec<AdminWait>,
+    force_waits: Vec<ForceWait>,
     drain_waits: Vec<oneshot::Sender<()>>,
     failovers_total: u64,
     epoch_origin: Instant,
@@ -196,6 +207,7 @@ impl ClusterActor {
             planner_repropose_ms: parts.planner_repropose_ms,
             recent: Vec::new(),
             admin_waits: Vec::new(),
+            force_waits: Vec::new(),
             drain_waits: Vec::new(),
             failovers_total: 0,
             epoch_origin,
@@ -423,8 +435,12 @@ impl ClusterActor {
         let mut map = self.view.map.clone();
         for command in commands {
             let before = map.clone();
-            if map.apply(command).is_ok() {
+            let outcome = map.apply(command);
+            if outcome.is_ok() {
                 self.count_failovers(command, &before, &map);
+            }
+            if matches!(command, MapCommand::ForcePrimary { .. }) {
+                self.settle_force_waits(command, outcome.map(|_| ()).map_err(|e| e.to_string()));
             }
             self.broadcast(map.clone());
         }
@@ -524,6 +540,59 @@ impl ClusterActor {
         for wait in done {
             let _ = wait.reply.send(Ok(()));
         }
+        self.check_force_waits();
+    }
+
+    /// Answers the operators waiting for `command`: its outcome is the same on every node.
+    fn settle_force_waits(&mut self, command: &MapCommand, outcome: Result<(), String>) {
+        let (done, waiting): (Vec<ForceWait>, Vec<ForceWait>) =
+            std::mem::take(&mut self.force_waits)
+                .into_iter()
+                .partition(|w| w.command == *command);
+        self.force_waits = waiting;
+        for wait in done {
+            let answer = outcome.clone().map_err(AdminRequestError::Rejected);
+            let _ = wait.reply.send(answer);
+        }
+    }
+
+    /// A map that jumped past a waiting `ForcePrimary` (a Raft snapshot carries no commands)
+    /// still tells its fate: the partition at the next epoch with that primary is ours.
+    fn check_force_waits(&mut self) {
+        let map = &self.view.map;
+        let mut settled = Vec::new();
+        for (i, wait) in self.force_waits.iter().enumerate() {
+            let MapCommand::ForcePrimary {
+                partition,
+                epoch,
+                to,
+            } = &wait.command
+            else {
+                continue;
+            };
+            let Some(now) = map.assignment(*partition) else {
+                continue;
+            };
+            if now.epoch == epoch + 1 && now.primary == Some(*to) {
+                settled.push((i, Ok(())));
+            } else if now.epoch > *epoch {
+                settled.push((
+                    i,
+                    Err(format!(
+                        "partition {} moved to epoch {} (primary {:?}) before the command applied",
+                        partition.0,
+                        now.epoch,
+                        now.primary.map(|n| n.get())
+                    )),
+                ));
+            }
+        }
+        for (i, outcome) in settled.into_iter().rev() {
+            let wait = self.force_waits.remove(i);
+            let _ = wait
+                .reply
+                .send(outcome.map_err(AdminRequestError::Rejected));
+        }
     }
 
     fn expire_admin_waits(&mut self, now_ms: u64) {
@@ -535,12 +604,69 @@ impl ClusterActor {
         for wait in expired {
             let _ = wait.reply.send(Err(AdminRequestError::NoLeader));
         }
+        let (expired, waiting): (Vec<ForceWait>, Vec<ForceWait>) =
+            std::mem::take(&mut self.force_waits)
+                .into_iter()
+                .partition(|w| now_ms >= w.deadline_ms);
+        self.force_waits = waiting;
+        for wait in expired {
+            let _ = wait.reply.send(Err(AdminRequestError::NoLeader));
+        }
+    }
+
+    /// An operator forces `node_id` to be primary of `partition`. Checked against this node's
+    /// map first (most refusals answer at once), then proposed at the partition's current
+    /// epoch, so a partition that moved meanwhile is refused rather than overwritten.
+    fn force_primary(
+        &mut self,
+        partition: u16,
+        node_id: u64,
+        reply: oneshot::Sender<Result<(), AdminRequestError>>,
+    ) {
+        let Some(node) = NodeId::new(node_id).filter(|n| self.view.map.node(*n).is_some()) else {
+            let _ = reply.send(Err(AdminRequestError::UnknownNode(node_id)));
+            return;
+        };
+        let partition_id = PartitionId(partition);
+        let Some(current) = self.view.map.assignment(partition_id) else {
+            let _ = reply.send(Err(AdminRequestError::UnknownPartition(partition)));
+            return;
+        };
+        let command = MapCommand::ForcePrimary {
+            partition: partition_id,
+            epoch: current.epoch,
+            to: node,
+        };
+        let mut probe = self.view.map.clone();
+        if let Err(e) = probe.apply(&command) {
+            let _ = reply.send(Err(AdminRequestError::Rejected(e.to_string())));
+            return;
+        }
+        tracing::warn!(
+            node = %self.me,
+            partition,
+            to = node_id,
+            "operator forces a primary; writes only the lost primary held are given up"
+        );
+        self.force_waits.push(ForceWait {
+            command: command.clone(),
+            deadline_ms: self.now_ms() + ADMIN_WAIT_MS,
+            reply,
+        });
+        self.propose(command);
+        self.pump();
+        self.check_force_waits();
     }
 
     fn admin(&mut self, request: AdminRequest) {
         let (node_id, drain, reply) = match request {
             AdminRequest::Drain { node_id, reply } => (node_id, true, reply),
             AdminRequest::Undrain { node_id, reply } => (node_id, false, reply),
+            AdminRequest::ForcePrimary {
+                partition,
+                node_id,
+                reply,
+            } => return self.force_primary(partition, node_id, reply),
         };
         let Some(node) = NodeId::new(node_id).filter(|n| self.view.map.node(*n).is_some()) else {
             let _ = reply.send(Err(AdminRequestError::UnknownNode(node_id)));

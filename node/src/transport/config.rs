@@ -3,6 +3,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::addr::PeerAddr;
 use super::identity::Identity;
 use super::tls::TlsMaterial;
 
@@ -84,9 +85,9 @@ impl TransportLimits {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerConfig {
     pub identity: Identity,
-    /// Where to dial it. Only the side whose identity sorts first dials, so the other side may
-    /// leave this out.
-    pub addr: Option<SocketAddr>,
+    /// Where to dial it (an IP or a DNS name, resolved again before every dial). Only the side
+    /// whose identity sorts first dials, so the other side may leave this out.
+    pub addr: Option<PeerAddr>,
 }
 
 /// Everything [`super::Transport::bind`] needs.

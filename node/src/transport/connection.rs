@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
+use super::addr::PeerAddr;
 use super::endpoint::{Inbound, Shared};
 use super::frame::{Channel, FrameDecoder, encode_batch, parse_stream_header, stream_header};
 use super::identity::Identity;
@@ -54,12 +55,14 @@ struct LinkState {
     since_unix_ms: Option<u64>,
     reconnects: u64,
     last_error: Option<String>,
+    /// The address the last dial went to (the peer address as resolved then).
+    dialed: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
 pub(crate) struct PeerLink {
     pub identity: Identity,
-    pub addr: Option<SocketAddr>,
+    pub addr: Option<PeerAddr>,
     pub dials: bool,
     pub queues: [mpsc::Sender<Bytes>; Channel::COUNT],
     pub current: watch::Sender<Option<LiveConnection>>,
@@ -83,7 +86,7 @@ impl PeerLink {
     /// A link and the receiving ends of its channel queues (one per channel, for the writers).
     pub fn new(
         identity: Identity,
-        addr: Option<SocketAddr>,
+        addr: Option<PeerAddr>,
         dials: bool,
         send_queue_frames_max: usize,
     ) -> (Self, [mpsc::Receiver<Bytes>; Channel::COUNT]) {
@@ -133,6 +136,17 @@ impl PeerLink {
         state.last_error = Some(error);
     }
 
+    /// The peer's name does not resolve (yet): normal while a pod is not scheduled, so only
+    /// logged at debug; status shows it as the last error.
+    pub fn record_unresolved(&self, error: String) {
+        tracing::debug!(peer = %self.identity, %error, "peer address does not resolve yet");
+        lock(&self.state).last_error = Some(error);
+    }
+
+    pub fn record_dialed(&self, addr: SocketAddr) {
+        lock(&self.state).dialed = Some(addr);
+    }
+
     pub fn status(&self) -> PeerStatus {
         let state = lock(&self.state);
         let rtt_us = self.current.borrow().as_ref().and_then(|live| {
@@ -143,7 +157,8 @@ impl PeerLink {
         });
         PeerStatus {
             identity: self.identity.clone(),
-            addr: self.addr,
+            addr: self.addr.clone(),
+            dialed_addr: state.dialed,
             dials: self.dials,
             connected: state.connected,
             since_unix_ms: state.since_unix_ms,

@@ -8,6 +8,9 @@
 //!
 //! **Reconnect.** The dialer redials after `reconnect_backoff_min_ms`, doubling per failure up to
 //! `reconnect_backoff_max_ms`; a connection that lasted longer than the max resets the backoff.
+//! The peer's address may be a DNS name: it is resolved again before every dial (a restarted
+//! Kubernetes pod keeps its name but not its IP), and a name that does not resolve yet (a pod
+//! not scheduled) is one more failed attempt, retried with the same backoff.
 //! Keepalives and the idle timeout notice a silent peer within ~`idle_timeout_ms`; a restarted
 //! peer is noticed sooner, through a stateless reset (the reset key derives from the peer's
 //! private key, so it survives restarts).
@@ -26,6 +29,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use super::addr::{PeerAddr, Resolve, SystemResolver};
 use super::config::{PeerConfig, TransportConfig, TransportLimits};
 use super::connection::{PeerLink, close_code, run_connection, run_writer};
 use super::frame::Channel;
@@ -92,6 +96,7 @@ pub(crate) struct Shared {
     pub limits: TransportLimits,
     pub stats: Arc<TransportStats>,
     pub inbound: mpsc::Sender<Inbound>,
+    resolver: Arc<dyn Resolve>,
     peers: RwLock<BTreeMap<Identity, Arc<PeerLink>>>,
     generation: AtomicU64,
 }
@@ -193,12 +198,34 @@ impl Transport {
         Self::bind_with_socket(config, socket, Arc::new(quinn::TokioRuntime))
     }
 
+    /// Like [`Transport::bind`], resolving peer addresses with `resolver` instead of the
+    /// system's (tests script where a name points).
+    pub fn bind_with_resolver(
+        config: TransportConfig,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(TransportError::NoRuntime);
+        }
+        let socket = bind_udp_socket(config.bind_addr)?;
+        Self::start(config, socket, Arc::new(quinn::TokioRuntime), resolver)
+    }
+
     /// Like [`Transport::bind`] over a caller-made socket and runtime (simulation seam).
     /// `config.bind_addr` is ignored.
     pub fn bind_with_socket(
         config: TransportConfig,
         socket: Arc<dyn quinn::AsyncUdpSocket>,
         runtime: Arc<dyn quinn::Runtime>,
+    ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
+        Self::start(config, socket, runtime, Arc::new(SystemResolver))
+    }
+
+    fn start(
+        config: TransportConfig,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        runtime: Arc<dyn quinn::Runtime>,
+        resolver: Arc<dyn Resolve>,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(TransportError::NoRuntime);
@@ -226,6 +253,7 @@ impl Transport {
             limits,
             stats,
             inbound,
+            resolver,
             peers: RwLock::new(BTreeMap::new()),
             generation: AtomicU64::new(0),
         });
@@ -365,7 +393,7 @@ fn add_peer(shared: &Arc<Shared>, peer: PeerConfig) -> Result<(), TransportError
     let dials = shared.local < peer.identity;
     let (link, queues) = PeerLink::new(
         peer.identity.clone(),
-        peer.addr,
+        peer.addr.clone(),
         dials && peer.addr.is_some(),
         shared.limits.send_queue_frames_max,
     );
@@ -381,7 +409,7 @@ fn add_peer(shared: &Arc<Shared>, peer: PeerConfig) -> Result<(), TransportError
         let task = tokio::spawn(run_writer(shared.clone(), link.clone(), channel, queue));
         link.add_task(task.abort_handle());
     }
-    match (dials, peer.addr) {
+    match (dials, peer.addr.clone()) {
         (true, Some(addr)) => {
             let task = tokio::spawn(run_dialer(shared.clone(), link.clone(), addr));
             link.add_task(task.abort_handle());
@@ -460,24 +488,61 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
     run_connection(shared, link, conn).await;
 }
 
-async fn run_dialer(shared: Arc<Shared>, link: Arc<PeerLink>, addr: SocketAddr) {
+async fn run_dialer(shared: Arc<Shared>, link: Arc<PeerLink>, addr: PeerAddr) {
     let min = Duration::from_millis(shared.limits.reconnect_backoff_min_ms);
     let max = Duration::from_millis(shared.limits.reconnect_backoff_max_ms);
     let mut backoff = min;
+    // Which of several resolved addresses to try: moves on after a failed dial.
+    let mut pick = 0usize;
     loop {
-        match dial(&shared, &link, addr).await {
-            Ok(conn) => {
-                let started = Instant::now();
-                run_connection(shared.clone(), link.clone(), conn).await;
-                if started.elapsed() >= max {
-                    backoff = min;
+        // Resolved again on every attempt: the peer may have moved since the last one.
+        match resolve(&shared, &addr, pick).await {
+            Ok(target) => {
+                link.record_dialed(target);
+                match dial(&shared, &link, target).await {
+                    Ok(conn) => {
+                        let started = Instant::now();
+                        run_connection(shared.clone(), link.clone(), conn).await;
+                        if started.elapsed() >= max {
+                            backoff = min;
+                        }
+                    }
+                    Err(error) => {
+                        pick = pick.wrapping_add(1);
+                        link.record_error(error);
+                    }
                 }
             }
-            Err(error) => link.record_error(error),
+            Err(error) => link.record_unresolved(error),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(max);
     }
+}
+
+/// One address of `addr` to dial, the `pick`-th (modulo) of those the endpoint can reach: an
+/// IPv4 socket cannot send to IPv6 addresses (`localhost` often resolves to both).
+async fn resolve(shared: &Shared, addr: &PeerAddr, pick: usize) -> Result<SocketAddr, String> {
+    let timeout = Duration::from_millis(shared.limits.connect_timeout_ms);
+    let found = match tokio::time::timeout(timeout, shared.resolver.resolve(addr)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(error)) => return Err(format!("resolve {addr}: {error}")),
+        Err(_) => return Err(format!("resolve {addr}: timed out")),
+    };
+    let local_v4 = shared
+        .endpoint
+        .local_addr()
+        .is_ok_and(|local| local.is_ipv4());
+    let usable: Vec<SocketAddr> = found
+        .into_iter()
+        .filter(|a| !local_v4 || a.is_ipv4())
+        .collect();
+    if usable.is_empty() {
+        return Err(format!(
+            "resolve {addr}: no address reachable from this endpoint"
+        ));
+    }
+    Ok(usable[pick % usable.len()])
 }
 
 async fn dial(

@@ -7,7 +7,9 @@
 //! - [`frame`]: channels and the length-prefixed framing on long-lived streams;
 //! - [`endpoint`]: the [`Transport`] handle (bind, dial/accept, send, status);
 //! - `connection`: per-peer link, writer and reader tasks;
-//! - [`config`], [`stats`]: limits and peers; counters and per-peer status.
+//! - [`config`], [`stats`]: limits and peers; counters and per-peer status;
+//! - [`addr`]: peer addresses (IP or DNS name) and how they are resolved.
+pub mod addr;
 pub mod certs;
 pub mod config;
 mod connection;
@@ -17,6 +19,7 @@ pub mod identity;
 pub mod stats;
 pub mod tls;
 
+pub use addr::{PeerAddr, PeerAddrError, Resolve, Resolving, SystemResolver};
 pub use config::{PeerConfig, TransportConfig, TransportLimits};
 pub use endpoint::{Inbound, PeerSender, SendError, Transport, TransportError, bind_udp_socket};
 pub use frame::Channel;

@@ -70,8 +70,10 @@ pub(crate) fn add(counter: &AtomicU64, n: u64) {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerStatus {
     pub identity: Identity,
-    /// Where we dial it; `None` when we only accept from it.
-    pub addr: Option<std::net::SocketAddr>,
+    /// Where we dial it (as configured: an IP or a DNS name); `None` when we only accept from it.
+    pub addr: Option<super::addr::PeerAddr>,
+    /// What `addr` resolved to for the last dial; `None` before the first one.
+    pub dialed_addr: Option<std::net::SocketAddr>,
     /// True when this side dials the peer (see [`super::endpoint::Transport`] for the rule).
     pub dials: bool,
     pub connected: bool,

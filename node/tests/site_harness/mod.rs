@@ -51,30 +51,41 @@ impl Site {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = dir.path().join("pki");
         init_dev_pki(&pki, &[SITE.to_owned()], u32::from(n)).expect("dev PKI");
+        // (QUIC, RESP) of each node.
+        let addrs: Vec<(SocketAddr, SocketAddr)> = (1..=n)
+            .map(|i| {
+                (
+                    SocketAddr::new(ip(net, i), free_port(ip(net, i), true)),
+                    SocketAddr::new(ip(net, i), free_port(ip(net, i), false)),
+                )
+            })
+            .collect();
         let peers: Vec<ClusterPeer> = (1..=n)
-            .map(|i| ClusterPeer {
+            .zip(&addrs)
+            .map(|(i, (quic, resp))| ClusterPeer {
                 id: u64::from(i),
                 name: format!("n{i}"),
-                quic_addr: SocketAddr::new(ip(net, i), free_port(ip(net, i), true)),
-                resp_addr: SocketAddr::new(ip(net, i), free_port(ip(net, i), false)),
+                quic_addr: (*quic).into(),
+                resp_addr: (*resp).into(),
                 zone: None,
             })
             .collect();
         let configs = peers
             .iter()
-            .map(|peer| {
+            .zip(&addrs)
+            .map(|(peer, (quic, resp))| {
                 let mut cluster = ClusterConfig::new(
                     peer.id,
                     SITE,
                     &peer.name,
-                    peer.quic_addr,
+                    *quic,
                     pki.clone(),
                     dir.path().join(&peer.name),
                     peers.clone(),
                 );
                 cluster.shutdown_drain_ms_max = 5_000;
                 NodeConfig {
-                    listen: peer.resp_addr,
+                    listen: *resp,
                     partitions,
                     workers: 1,
                     tick_ms: 10,
