@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -38,27 +38,52 @@ impl AdminClient {
         }
     }
 
-    /// One request; any HTTP status is a reply, only transport failures are errors.
+    /// The `host:port` requests go to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// One request without a body; any HTTP status is a reply, only transport failures are
+    /// errors.
     pub async fn request(&self, method: Method, path: &str) -> anyhow::Result<Reply> {
+        self.request_with_body(method, path, None).await
+    }
+
+    /// [`request`](Self::request) with an optional body, sent as `application/json`.
+    pub async fn request_with_body(
+        &self,
+        method: Method,
+        path: &str,
+        json: Option<Bytes>,
+    ) -> anyhow::Result<Reply> {
         let what = format!("{method} http://{}{path}", self.addr);
-        tokio::time::timeout(self.timeout, self.exchange(method, path))
+        tokio::time::timeout(self.timeout, self.exchange(method, path, json))
             .await
             .with_context(|| format!("{what}: no answer within {:?}", self.timeout))?
             .with_context(|| what)
     }
 
-    async fn exchange(&self, method: Method, path: &str) -> anyhow::Result<Reply> {
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        json: Option<Bytes>,
+    ) -> anyhow::Result<Reply> {
         let stream = TcpStream::connect(&self.addr).await.context("connecting")?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .context("starting HTTP")?;
         // Drives the connection; it ends when the response is read and `sender` is dropped.
         let driver = tokio::spawn(connection);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, &self.addr)
-            .body(Empty::<Bytes>::new())
+            .header(header::HOST, &self.addr);
+        if json.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(json.unwrap_or_default()))
             .context("building the request")?;
         let response = sender
             .send_request(request)

@@ -1,4 +1,5 @@
 //! Command-line interface (clap derive).
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -33,9 +34,50 @@ pub enum Command {
     /// Inspect the space (the partitioned keyspace).
     #[command(subcommand)]
     Space(SpaceCommand),
-    /// Launch a local site of `tern node` processes on loopback and keep it running until
-    /// Ctrl-C or SIGTERM.
+    /// Launch local sites of `tern node` processes on loopback (with WAN gateways between
+    /// them when `--sites` is above 1) and keep them running until Ctrl-C or SIGTERM.
     Up(UpArgs),
+    /// Inspect and steer the site's WAN gateway, through the admin address of the node whose
+    /// config has the `[wan]` section.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Per target site: connection, backlog, shipped records, repairs; per source site:
+    /// applied records, duplicates, conflicts, lag.
+    Status(AdminArgs),
+    /// Start shipping to (and accepting connections from) another site's gateway.
+    AddTarget(GatewayAddTargetArgs),
+    /// Stop shipping to a site and refuse its connections; its backlog is deleted.
+    RemoveTarget(GatewaySiteArgs),
+    /// Run anti-entropy against a site now, over every partition.
+    Repair(GatewaySiteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayAddTargetArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The site's name (its gateway's certificate names `<site>.tern`).
+    #[arg(long, value_name = "NAME")]
+    pub site: String,
+    /// The site's id (its nodes' `site`), unique across sites.
+    #[arg(long, value_name = "N")]
+    pub site_id: u16,
+    /// Where the site's gateway listens (UDP).
+    #[arg(long, value_name = "IP:PORT")]
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewaySiteArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The peer site's name.
+    #[arg(long, value_name = "NAME")]
+    pub site: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,11 +115,34 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:7201";
 pub enum SpaceCommand {
     /// One line per partition instance: PRIMARY/BACKUP, host, epoch, in-sync, lag.
     ListInstances(AdminArgs),
+    /// Recovery of last resort: make a node primary of a partition that lost its primary and
+    /// every in-sync copy. Writes only the lost primary held are gone for good.
+    ForcePrimary(ForcePrimaryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForcePrimaryArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The partition without primary (`tern space list-instances` shows which).
+    #[arg(long, value_name = "P")]
+    pub partition: u16,
+    /// The node id to make its primary (up and registered).
+    #[arg(long, value_name = "N")]
+    pub node: u64,
+    /// Required: acknowledges that writes acknowledged by the lost primary but held by no other
+    /// node are lost.
+    #[arg(long, required = true)]
+    pub yes_i_accept_data_loss: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Nodes in the site.
+    /// Sites, named a, b, c, … with site ids 1, 2, 3, …; with more than one, node 1 of each
+    /// site runs the site's WAN gateway, peered with every other site's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub sites: u32,
+    /// Nodes per site.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub nodes: u32,
     /// Partitions of the keyspace.
@@ -101,10 +166,12 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// TOML config file (optional). Precedence: defaults < this file < `TERN_*` environment
-    /// variables (`__` separates nested keys, e.g. `TERN_LIMITS__VALUE_BYTES_MAX=1024`).
+    /// TOML config file (optional; repeat to merge several, e.g. a shared `tern.toml` and the
+    /// gateway node's `wan.toml`). Precedence: defaults < each file in order (later wins) <
+    /// `TERN_*` environment variables (`__` separates nested keys, e.g.
+    /// `TERN_LIMITS__VALUE_BYTES_MAX=1024`).
     #[arg(long, short, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub config: Vec<PathBuf>,
     /// Stop gracefully when stdin reaches end of file: `tern up` holds its children's stdin,
     /// so they stop even if it is killed with SIGKILL (no orphaned nodes).
     #[arg(long, hide = true)]

@@ -1,6 +1,6 @@
 //! `tern`: run a grid node (`tern node`), watch a narrated client session (`tern demo`), launch
-//! a local site (`tern up`), inspect one (`tern status`, `tern space list-instances`), make
-//! development certificates (`tern certs init`).
+//! local sites (`tern up`), inspect one (`tern status`, `tern space list-instances`), inspect
+//! and steer its WAN gateway (`tern gateway`), make development certificates (`tern certs init`).
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage (clap uses 2 too).
 mod admin_client;
@@ -8,10 +8,12 @@ mod certs_cmd;
 mod cli;
 mod config_load;
 mod demo;
+mod gateway_cmd;
 mod logging;
 mod node_cmd;
 mod node_host;
 mod shutdown;
+mod space_cmd;
 mod status_cmd;
 mod up;
 mod views;
@@ -38,7 +40,8 @@ fn main() -> ExitCode {
         | Command::Certs(_)
         | Command::Status(_)
         | Command::Space(_)
-        | Command::Up(_) => "warn",
+        | Command::Up(_)
+        | Command::Gateway(_) => "warn",
     };
     if let Err(err) = logging::init(cli.log.as_deref(), default_filter) {
         eprintln!("error: {err:#}");
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status_cmd::status(args),
         Command::Space(command) => status_cmd::space(command),
         Command::Up(args) => up::run(args),
+        Command::Gateway(command) => gateway_cmd::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,12 +10,19 @@ use crate::shutdown::ShutdownSignals;
 pub const LISTENING_PREFIX: &str = "tern node listening on ";
 
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let config = config_load::load(args.config.as_deref())?;
+    let config = config_load::load(&args.config)?;
     node_host::block_on(async move {
         let mut signals = ShutdownSignals::install()?;
-        let node = node_host::start(config).await?;
-        let addr = node.local_addr();
+        let hosted = node_host::start_hosted(config).await?;
+        let addr = hosted.node.local_addr();
         println!("{LISTENING_PREFIX}{addr}");
+        if let Some(gateway) = &hosted.gateway {
+            println!(
+                "{}{}",
+                node_host::GATEWAY_LISTENING_PREFIX,
+                gateway.local_addr()
+            );
+        }
         info!(%addr, "tern node listening");
 
         let stdin_closed = stdin_eof(args.stop_on_stdin_eof);
@@ -28,7 +35,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             "shutting down: no new connections, finishing requests in flight"
         );
         tokio::select! {
-            () = node.shutdown() => {
+            () = hosted.shutdown() => {
                 info!("tern node stopped");
                 Ok(())
             }

@@ -23,3 +23,46 @@ pub fn block_on<T, F: Future<Output = anyhow::Result<T>>>(fut: F) -> anyhow::Res
 pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     server::start(config).await.context("starting the node")
 }
+
+/// The stdout line announcing the WAN gateway's bound UDP address (when `[wan]` is set).
+pub const GATEWAY_LISTENING_PREFIX: &str = "tern gateway listening on ";
+
+/// A node and, when its config has `[wan]`, the site's WAN gateway it hosts.
+pub struct HostedNode {
+    pub node: NodeHandle,
+    pub gateway: Option<tern_gateway::host::GatewayHandle>,
+}
+
+impl HostedNode {
+    /// Stops the gateway first (cursors saved, backlogs synced), then drains and stops the node.
+    pub async fn shutdown(self) {
+        if let Some(gateway) = self.gateway {
+            gateway.shutdown().await;
+        }
+        self.node.shutdown().await;
+    }
+}
+
+/// Starts the node, then its WAN gateway if configured (the gateway reads and applies through
+/// the node's router, so the node comes first).
+pub async fn start_hosted(config: NodeConfig) -> anyhow::Result<HostedNode> {
+    let wan = config.wan.clone();
+    let site_id = config.site;
+    let tombstone_retention_ms = config.limits.tombstone_retention_ms;
+    let node = start(config).await?;
+    let gateway = match wan {
+        None => None,
+        Some(wan) => {
+            let params = tern_gateway::host::HostParams {
+                config: wan,
+                site_id,
+                router: node.router(),
+                hub: node.wan_hub(),
+                registry: tern_conflict::ResolverRegistry::with_builtins(),
+                tombstone_retention_ms,
+            };
+            Some(tern_gateway::host::start(params).context("starting the WAN gateway")?)
+        }
+    };
+    Ok(HostedNode { node, gateway })
+}

@@ -1,4 +1,5 @@
-//! `tern status` and `tern space list-instances`: read a node's `/v1/status` and print it.
+//! `tern status` and `tern space list-instances`: read a node's `/v1/status` and print it
+//! (`tern space force-primary` lives in [`crate::space_cmd`]).
 use std::time::Duration;
 
 use tern_node::admin::NodeStatus;
@@ -6,6 +7,7 @@ use tern_node::admin::NodeStatus;
 use crate::admin_client::AdminClient;
 use crate::cli::{AdminArgs, SpaceCommand};
 use crate::node_host;
+use crate::space_cmd;
 use crate::views;
 
 /// How long one admin request may take before the CLI gives up.
@@ -24,6 +26,7 @@ pub fn space(command: SpaceCommand) -> anyhow::Result<()> {
             print!("{}", views::render_instances(&status));
             Ok(())
         }
+        SpaceCommand::ForcePrimary(args) => space_cmd::force_primary(args),
     }
 }
 

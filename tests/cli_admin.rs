@@ -170,6 +170,7 @@ async fn status_and_list_instances_print_the_nodes_view() {
     let (tx, _rx) = tokio::sync::mpsc::channel(1);
     let ctx = AdminContext {
         hub,
+        wan: Default::default(),
         requests: tx,
         transport_stats: None,
     };

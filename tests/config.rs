@@ -144,3 +144,30 @@ async fn env_overrides_file_and_the_node_enforces_it() {
         );
     }
 }
+
+/// `--config` repeats: the second file (4 → 8 bytes) overrides the first, the environment is
+/// unset, and the running node enforces exactly 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_config_file_overrides_an_earlier_one() {
+    let (_shared_dir, shared) = config_file("[limits]\nvalue_bytes_max = 4\n");
+    let (_extra_dir, extra) = config_file("[limits]\nvalue_bytes_max = 8\n");
+    let node = NodeProcess::start(
+        &["--config", path_str(&shared), "--config", path_str(&extra)],
+        &[],
+    );
+    let mut con = node.connect().await;
+    let cases: &[(&str, bool)] = &[("12345678", true), ("123456789", false)];
+    for (value, accepted) in cases {
+        let reply: redis::RedisResult<()> = redis::cmd("SET")
+            .arg("k")
+            .arg(*value)
+            .query_async(&mut con)
+            .await;
+        assert_eq!(
+            reply.is_ok(),
+            *accepted,
+            "SET of {} bytes: {reply:?}",
+            value.len()
+        );
+    }
+}

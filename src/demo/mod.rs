@@ -4,6 +4,7 @@ mod failover;
 mod narrator;
 mod render;
 mod scenes;
+mod wan;
 
 use std::time::{Duration, Instant};
 

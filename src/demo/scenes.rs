@@ -1,5 +1,6 @@
 //! The demo's story, scene by scene. Each scene leaves the keyspace in a known state the next
-//! one relies on (the final scan checks the sum of all of them). Later: multi-site scenes.
+//! one relies on (the final scan checks the sum of all of them). The failover and multi-site
+//! scenes run their own nodes.
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -24,16 +25,18 @@ pub enum Scene {
     Expiry,
     Scan,
     Failover,
+    Wan,
 }
 
 impl Scene {
-    pub const ALL: [Scene; 6] = [
+    pub const ALL: [Scene; 7] = [
         Scene::Basics,
         Scene::ManyKeys,
         Scene::Counter,
         Scene::Expiry,
         Scene::Scan,
         Scene::Failover,
+        Scene::Wan,
     ];
 
     pub fn title(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Scene {
             Scene::Expiry => "keys that expire",
             Scene::Scan => "walking the keyspace",
             Scene::Failover => "a node dies; no write is lost",
+            Scene::Wan => "two sites, one dataset: WAN replication through a cut",
         }
     }
 
@@ -55,6 +59,7 @@ impl Scene {
             Scene::Expiry => expiry(n).await,
             Scene::Scan => scan(n).await,
             Scene::Failover => super::failover::failover(n).await,
+            Scene::Wan => super::wan::wan(n).await,
         }
     }
 }

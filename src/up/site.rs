@@ -105,6 +105,11 @@ impl LocalSite {
         &self.site
     }
 
+    /// Number of nodes launched.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// Waits until every node answers `/readyz` with 200, at most `timeout`. Fails at once if a
     /// node exits, showing the end of its log.
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {

@@ -42,6 +42,19 @@ pub struct NodeSlot {
     child: Option<Child>,
 }
 
+/// What [`ProcSite::start_site`] builds.
+pub struct SiteSetup<'a> {
+    /// Nodes listen on 127.0.`net`.1..=nodes.
+    pub net: u8,
+    pub site: &'a str,
+    pub site_id: u16,
+    pub nodes: u8,
+    pub partitions: u32,
+    /// A PKI directory holding this site's node certificates (else one is made).
+    pub pki: Option<&'a std::path::Path>,
+    pub configure: &'a mut dyn FnMut(usize, &std::path::Path, &mut NodeConfig),
+}
+
 #[derive(Debug)]
 pub struct ProcSite {
     dir: Option<tempfile::TempDir>,
@@ -49,13 +62,13 @@ pub struct ProcSite {
     pub partitions: u32,
 }
 
-fn ip(net: u8, host: u8) -> IpAddr {
+pub fn ip(net: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, net, host))
 }
 
 /// A port free on `ip` right now (another process could take it before the node binds it;
 /// the node then fails to start and [`ProcSite::wait_ready`] says so).
-fn free_port(ip: IpAddr, udp: bool) -> u16 {
+pub fn free_port(ip: IpAddr, udp: bool) -> u16 {
     if udp {
         let socket = std::net::UdpSocket::bind((ip, 0)).expect("probe a UDP port");
         socket.local_addr().expect("probed address").port()
@@ -68,41 +81,84 @@ fn free_port(ip: IpAddr, udp: bool) -> u16 {
 impl ProcSite {
     /// Writes configs and certificates for `n` nodes and starts them all (not yet ready).
     pub fn start(net: u8, n: u8, partitions: u32) -> Self {
+        Self::start_site(SiteSetup {
+            net,
+            site: SITE,
+            site_id: 1,
+            nodes: n,
+            partitions,
+            pki: None,
+            configure: &mut |_, _, _| {},
+        })
+    }
+
+    /// As [`Self::start`], for any site: its own name and id, an existing PKI directory (so
+    /// several sites share one CA), and a hook that adjusts each node's config (e.g. `[wan]`)
+    /// before it is written: `configure(node index, node directory, config)`.
+    pub fn start_site(setup: SiteSetup<'_>) -> Self {
+        let SiteSetup {
+            net,
+            site,
+            site_id,
+            nodes: n,
+            partitions,
+            pki,
+            configure,
+        } = setup;
         let dir = tempfile::tempdir().expect("temp dir");
-        let pki = dir.path().join("certs");
-        init_dev_pki(&pki, &[SITE.to_owned()], u32::from(n)).expect("dev PKI");
+        let pki = match pki {
+            Some(pki) => pki.to_owned(),
+            None => {
+                let pki = dir.path().join("certs");
+                init_dev_pki(&pki, &[site.to_owned()], u32::from(n)).expect("dev PKI");
+                pki
+            }
+        };
+        // (QUIC, RESP) of each node.
+        let addrs: Vec<(SocketAddr, SocketAddr)> = (1..=n)
+            .map(|i| {
+                (
+                    SocketAddr::new(ip(net, i), free_port(ip(net, i), true)),
+                    SocketAddr::new(ip(net, i), free_port(ip(net, i), false)),
+                )
+            })
+            .collect();
         let peers: Vec<ClusterPeer> = (1..=n)
-            .map(|i| ClusterPeer {
+            .zip(&addrs)
+            .map(|(i, (quic, resp))| ClusterPeer {
                 id: u64::from(i),
                 name: format!("n{i}"),
-                quic_addr: SocketAddr::new(ip(net, i), free_port(ip(net, i), true)),
-                resp_addr: SocketAddr::new(ip(net, i), free_port(ip(net, i), false)),
+                quic_addr: (*quic).into(),
+                resp_addr: (*resp).into(),
                 zone: None,
             })
             .collect();
         let nodes = peers
             .iter()
-            .map(|peer| {
+            .zip(&addrs)
+            .enumerate()
+            .map(|(index, (peer, &(quic, resp)))| {
                 let node_dir = dir.path().join(&peer.name);
                 let mut cluster = ClusterConfig::new(
                     peer.id,
-                    SITE,
+                    site,
                     &peer.name,
-                    peer.quic_addr,
+                    quic,
                     pki.clone(),
                     node_dir.join("data"),
                     peers.clone(),
                 );
                 cluster.shutdown_drain_ms_max = SHUTDOWN_DRAIN_MS_MAX;
-                let admin =
-                    SocketAddr::new(peer.resp_addr.ip(), free_port(peer.resp_addr.ip(), false));
-                let config = NodeConfig {
-                    listen: peer.resp_addr,
+                let admin = SocketAddr::new(resp.ip(), free_port(resp.ip(), false));
+                let mut config = NodeConfig {
+                    listen: resp,
                     partitions,
+                    site: site_id,
                     admin_listen: Some(admin),
                     cluster: Some(cluster),
                     ..NodeConfig::default()
                 };
+                configure(index, &node_dir, &mut config);
                 std::fs::create_dir_all(node_dir.join("data")).expect("node data dir");
                 let config_path = node_dir.join("tern.toml");
                 let toml = toml::to_string(&config).expect("config serialises as TOML");
