@@ -1,6 +1,7 @@
 //! WAN replication with real processes: site `a` (three `tern node` processes on 127.0.20.x,
 //! the gateway on node 1) and site `b` (one standalone node on 127.0.21.1), each gateway reaching the
-//! other through a UDP fault proxy in this test process (so the test can cut the WAN).
+//! other through a UDP fault proxy in this test process (so the test can cut the WAN); `a` knows
+//! `b`'s gateway by a DNS name (`localhost:PORT`).
 //!
 //! 1. A write in `a` is read in `b`; concurrent writes of one key in both sites end equal.
 //! 2. WAN cut: writes and counter increments in both sites; `a`'s backlog towards `b` grows
@@ -27,7 +28,7 @@ use redis::aio::MultiplexedConnection;
 use site::{ProcSite, SiteSetup, free_port, ip};
 use tern_gateway::fault_proxy::{Faults, UdpFaultProxy};
 use tern_node::admin::WanStatus;
-use tern_node::config::{NodeConfig, WanConfig, WanPeer, WanResolverRule};
+use tern_node::config::{NodeConfig, PeerAddr, WanConfig, WanPeer, WanResolverRule};
 use tern_node::transport::certs::init_dev_pki;
 use tokio::sync::watch;
 
@@ -59,7 +60,7 @@ fn wan_section(
     listen: SocketAddr,
     pki: &Path,
     node_dir: &Path,
-    peer: (&str, u16, SocketAddr),
+    peer: (&str, u16, PeerAddr),
 ) -> WanConfig {
     let text = format!(
         "site = {site:?}\nlisten = \"{listen}\"\ntls_dir = {:?}\ndata_dir = {:?}\n",
@@ -91,7 +92,9 @@ async fn world(a_nodes: u8) -> World {
     let pki_path = pki.path().to_owned();
     let mut configure_a = |index: usize, dir: &Path, config: &mut NodeConfig| {
         if index == 0 {
-            config.wan = Some(wan_section("a", gw_a, &pki_path, dir, ("b", 2, via_ab)));
+            // By name: the gateway resolves it before every dial.
+            let via = PeerAddr::parse(&format!("localhost:{}", via_ab.port())).expect("name");
+            config.wan = Some(wan_section("a", gw_a, &pki_path, dir, ("b", 2, via)));
         }
     };
     let a = ProcSite::start_site(SiteSetup {
@@ -107,7 +110,13 @@ async fn world(a_nodes: u8) -> World {
     // wipes the site (phase 5).
     let mut configure_b = |_: usize, dir: &Path, config: &mut NodeConfig| {
         config.cluster = None;
-        config.wan = Some(wan_section("b", gw_b, &pki_path, dir, ("a", 1, via_ba)));
+        config.wan = Some(wan_section(
+            "b",
+            gw_b,
+            &pki_path,
+            dir,
+            ("a", 1, via_ba.into()),
+        ));
     };
     let b = ProcSite::start_site(SiteSetup {
         net: NET_B,

@@ -111,8 +111,9 @@ pub struct WanPeer {
     pub site: String,
     /// The peer site's id (its nodes' `site`), unique across sites.
     pub site_id: u16,
-    /// Where its gateway listens (UDP).
-    pub addr: SocketAddr,
+    /// Where its gateway listens (UDP): `ip:port` or `dns-name:port` (resolved again before
+    /// every dial, so a gateway that moved is found at its new address).
+    pub addr: PeerAddr,
 }
 
 /// `[[wan.resolvers]]`: keys starting with `prefix` are resolved by `resolver`.
@@ -820,7 +821,7 @@ mod tests {
             .map(|(site, site_id)| WanPeer {
                 site: site.into(),
                 site_id,
-                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7300 + site_id)),
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7300 + site_id)).into(),
             })
             .collect();
         wan.resolvers = vec![WanResolverRule {
@@ -950,7 +951,7 @@ mod tests {
         want.peers = vec![WanPeer {
             site: "b".into(),
             site_id: 2,
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7302)),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7302)).into(),
         }];
         assert_eq!(parsed.wan, Some(want));
         assert_eq!(parsed.validate(), Ok(()));

@@ -70,7 +70,7 @@ fn site_config(
     wan.peers = vec![WanPeer {
         site: peer.0.to_owned(),
         site_id: peer.1,
-        addr: peer.2,
+        addr: peer.2.into(),
     }];
     wan.resolvers = vec![WanResolverRule {
         prefix: "c:".to_owned(),

@@ -205,7 +205,7 @@ pub fn plan_sites(
         .map(|(spec, p)| WanPeer {
             site: spec.name.clone(),
             site_id: spec.site_id,
-            addr: loopback(p.wan),
+            addr: loopback(p.wan).into(),
         })
         .collect();
     specs
@@ -590,12 +590,12 @@ mod tests {
                     .find(|o| o.site == peer.site)
                     .expect("peer plan");
                 assert_eq!(peer.site_id, other.site_id);
-                assert_eq!(Some(peer.addr), other.gateway);
+                assert_eq!(Some(peer.addr.clone()), other.gateway.map(Into::into));
                 let back = other.nodes[0].config.wan.as_ref().expect("gateway");
                 assert!(
                     back.peers.iter().any(|p| p.site == plan.site
                         && p.site_id == plan.site_id
-                        && Some(p.addr) == plan.gateway),
+                        && Some(p.addr.clone()) == plan.gateway.map(Into::into)),
                     "{} does not list {}",
                     other.site,
                     plan.site

@@ -16,7 +16,7 @@ use crate::wire::{Message, WanRecord};
 use crate::{BacklogStore, Delegator, Sink};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use tern_node::transport::PeerAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tern_conflict::{KeyspaceResolvers, SiteId, Versioned};
@@ -29,6 +29,9 @@ use tern_node::core::{ChangeRecord, CommandResult, PartitionId, Response, WanCha
 use tern_node::shell::Router;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// Longest a source's Hello waits for every partition's first feed page (see `prime`).
+const HELLO_HOLD_MS_MAX: u64 = 3_000;
 
 /// How often the status is published for `/v1/wan` and `/metrics`.
 const STATUS_PUBLISH_MS: u64 = 250;
@@ -88,7 +91,7 @@ pub enum Event {
 
 struct Target {
     site_id: SiteId,
-    addr: SocketAddr,
+    addr: PeerAddr,
     delegator: DurableDelegator,
     link: Option<(u64, LinkOut)>,
     dialer: JoinHandle<()>,
@@ -143,6 +146,10 @@ pub struct Engine {
     /// be checked against the local data (a wiped partition's cursors are reset) before a
     /// `HelloAck` reports them.
     held_hellos: Vec<(String, u64, crate::wire::Hello)>,
+    /// Hellos are held at most until then: a partition without a primary (it may wait for an
+    /// operator) must not stop the WAN for every other partition. One primed later is still
+    /// checked, and a wiped one then closes the source links so the sources greet again.
+    hellos_held_until_ms: u64,
 }
 
 /// Directory of the durable backlog towards `site`.
@@ -231,6 +238,7 @@ impl Engine {
             primed: BTreeSet::new(),
             partition_count,
             held_hellos: Vec::new(),
+            hellos_held_until_ms: tern_node::shell::unix_now_ms() + HELLO_HOLD_MS_MAX,
         }
     }
 
@@ -255,9 +263,7 @@ impl Engine {
         }
         tern_node::transport::Identity::site(&spec.site)
             .map_err(|e| WanAdminError::Invalid(e.to_string()))?;
-        let addr: SocketAddr = spec
-            .addr
-            .parse()
+        let addr = PeerAddr::parse(&spec.addr)
             .map_err(|e| WanAdminError::Invalid(format!("addr {:?}: {e}", spec.addr)))?;
         let target_id = SiteId(spec.site_id);
         let delegator = self
@@ -266,7 +272,7 @@ impl Engine {
         let dialer = spawn_dialer(
             self.endpoint.clone(),
             spec.site.clone(),
-            addr,
+            addr.clone(),
             self.config.reconnect_ms,
             self.ids.clone(),
             self.events.clone(),
@@ -312,7 +318,7 @@ impl Engine {
         if let Some(rewind) = &self.feed_rewind {
             rewind.rewind_all();
         }
-        tracing::info!(site = %spec.site, %addr, now_ms, "WAN peer added");
+        tracing::info!(site = %spec.site, addr = %spec.addr, now_ms, "WAN peer added");
         Ok(())
     }
 
@@ -422,6 +428,8 @@ impl Engine {
     /// sinks applied into it is gone (the site lost its memory), so their cursors go back to 0
     /// and the sources, seeing the lower cursor in our `HelloAck`, repair the partition.
     fn prime(&mut self, partition: PartitionId, log_empty: bool, now_ms: u64) {
+        // Before this page counts: were sources already answered with our cursors?
+        let hellos_answered = self.hellos_released(now_ms);
         if !self.primed.insert(partition) {
             return;
         }
@@ -436,13 +444,33 @@ impl Engine {
                     tracing::warn!(source_site = %site, %partition, applied, "local partition is empty although records were applied: cursor reset, the source repairs it");
                     source.sink.reset_cursor(partition, 0);
                     source.cursors_dirty = true;
+                    if hellos_answered && source.link.take().is_some() {
+                        // Our HelloAck reported the old cursor: make the source greet again.
+                        source.sink.handle_disconnected(now_ms);
+                    }
                 }
             }
         }
-        if self.primed.len() >= self.partition_count {
-            for (site, conn, hello) in std::mem::take(&mut self.held_hellos) {
-                self.on_message(Side::FromSource, &site, conn, Message::Hello(hello), now_ms);
-            }
+        self.release_hellos(now_ms);
+    }
+
+    /// Whether sources' Hellos are answered now (every partition primed, or held long enough).
+    fn hellos_released(&self, now_ms: u64) -> bool {
+        self.primed.len() >= self.partition_count || now_ms >= self.hellos_held_until_ms
+    }
+
+    fn release_hellos(&mut self, now_ms: u64) {
+        if self.held_hellos.is_empty() || !self.hellos_released(now_ms) {
+            return;
+        }
+        if self.primed.len() < self.partition_count {
+            tracing::warn!(
+                unprimed = self.partition_count - self.primed.len(),
+                "answering WAN sources before every partition could be read (no primary?)"
+            );
+        }
+        for (site, conn, hello) in std::mem::take(&mut self.held_hellos) {
+            self.on_message(Side::FromSource, &site, conn, Message::Hello(hello), now_ms);
         }
     }
 
@@ -691,6 +719,7 @@ impl Engine {
                 }
             }
             Side::FromSource => {
+                let released = self.hellos_released(now_ms);
                 let Some(source) = self.sources.get_mut(site) else {
                     return;
                 };
@@ -698,7 +727,7 @@ impl Engine {
                     return;
                 }
                 let result = match message {
-                    Message::Hello(hello) if self.primed.len() < self.partition_count => {
+                    Message::Hello(hello) if !released => {
                         self.held_hellos.push((site.to_owned(), conn, hello));
                         return;
                     }
@@ -879,8 +908,10 @@ impl Engine {
             .unwrap_or(self.next_publish_ms)
     }
 
-    /// Runs whatever is due at `now_ms`.
+    /// Runs whatever is due at `now_ms` (the status publication bounds the sleep, so held
+    /// Hellos are released within `STATUS_PUBLISH_MS` of their deadline).
     pub fn handle_timers(&mut self, now_ms: u64) {
+        self.release_hellos(now_ms);
         for (site, target) in &mut self.targets {
             if target.delegator.poll_timeout().is_some_and(|t| t <= now_ms) {
                 target.delegator.handle_timeout(now_ms);

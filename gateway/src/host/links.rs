@@ -5,7 +5,7 @@
 use super::engine::Event;
 use crate::net::{WanEndpoint, WanLink};
 use crate::wire::Message;
-use std::net::SocketAddr;
+use tern_node::transport::{PeerAddr, Resolve, SystemResolver};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,11 +34,13 @@ impl ConnIds {
     }
 }
 
-/// Keeps a link to `site` at `addr` up until aborted.
+/// Keeps a link to `site` at `addr` up until aborted. A DNS name is resolved again before
+/// every attempt (a gateway that moved is found at its new address), and each address it
+/// resolves to is tried in turn.
 pub fn spawn_dialer(
     endpoint: WanEndpoint,
     site: String,
-    addr: SocketAddr,
+    addr: PeerAddr,
     reconnect_ms: u64,
     ids: ConnIds,
     events: mpsc::UnboundedSender<Event>,
@@ -47,7 +49,7 @@ pub fn spawn_dialer(
         let base = Duration::from_millis(reconnect_ms.max(1));
         let mut backoff = base;
         loop {
-            match endpoint.connect(addr, &site).await {
+            match dial(&endpoint, &site, &addr).await {
                 Ok(link) => {
                     backoff = base;
                     let conn = ids.next();
@@ -66,6 +68,22 @@ pub fn spawn_dialer(
             tokio::time::sleep(backoff).await;
         }
     })
+}
+
+/// One attempt: resolve `addr`, then try each address it names.
+async fn dial(endpoint: &WanEndpoint, site: &str, addr: &PeerAddr) -> Result<WanLink, String> {
+    let found = SystemResolver
+        .resolve(addr)
+        .await
+        .map_err(|e| format!("resolving {addr}: {e}"))?;
+    let mut last = format!("{addr} resolved to no address");
+    for socket in found {
+        match endpoint.connect(socket, site).await {
+            Ok(link) => return Ok(link),
+            Err(error) => last = format!("{socket}: {error}"),
+        }
+    }
+    Err(last)
 }
 
 /// Accepts links from source sites until the endpoint closes.
