@@ -16,7 +16,6 @@ use crate::wire::{Message, WanRecord};
 use crate::{BacklogStore, Delegator, Sink};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use tern_node::transport::PeerAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tern_conflict::{KeyspaceResolvers, SiteId, Versioned};
@@ -27,6 +26,7 @@ use tern_node::admin::{
 use tern_node::config::WanConfig;
 use tern_node::core::{ChangeRecord, CommandResult, PartitionId, Response, WanChangesPage};
 use tern_node::shell::Router;
+use tern_node::transport::PeerAddr;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 

@@ -5,10 +5,10 @@
 use super::engine::Event;
 use crate::net::{WanEndpoint, WanLink};
 use crate::wire::Message;
-use tern_node::transport::{PeerAddr, Resolve, SystemResolver};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tern_node::transport::{PeerAddr, Resolve, SystemResolver};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
