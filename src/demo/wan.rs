@@ -192,6 +192,20 @@ async fn play(
     );
     let mut east = n.connect_to(&format!("redis://{east_addr}/")).await?;
     let mut west = n.connect_to(&format!("redis://{west_addr}/")).await?;
+    let started = Instant::now();
+    while !sites
+        .iter()
+        .all(|s| s.wan().targets.iter().all(|t| t.connected))
+    {
+        if started.elapsed() > REPLICATION_MAX {
+            bail!("the gateways did not connect within {REPLICATION_MAX:?}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    n.say(format!(
+        "(both gateways connected {} ms after start)",
+        started.elapsed().as_millis()
+    ));
 
     n.say("A write in east is read in west:");
     east.check(&["SET", "city:1", "Lisbon"], Expect::Ok).await?;
@@ -275,8 +289,7 @@ async fn play(
         tokio::time::sleep(POLL_INTERVAL).await;
     };
     n.say(format!(
-        "east → west: connected {}, backlog {} records ({} KiB); west has not seen them:",
-        backlog.connected,
+        "east's backlog towards west: {} records ({} KiB, on disk); west has not seen them:",
         backlog.backlog_records,
         backlog.backlog_bytes / 1024
     ));
