@@ -117,3 +117,41 @@ fn bug5_an_unresponsive_backup_is_not_proposed_in_sync_over_and_over() {
         "site-chaos seed 12: one partition saw {caught_up_max} CaughtUp commands"
     );
 }
+
+/// Bugs 6 and 7 (node/src/core/replica/primary.rs, `execute`): the primary remembered a write
+/// request's answer only when the request changed state, on the reasoning that executing a
+/// no-op again is like executing it the first time, "whose answer nobody received". That fails
+/// when a second copy of the request arrives *after* the first answer was read: the network
+/// duplicated (or delayed and reordered) the forward. The copy then executes on a state that
+/// changed in between, and may apply. The origin ignores its answer (that attempt was already
+/// answered), but the write is real, acknowledged and replicated like any other. Now a write
+/// that changed nothing is remembered too, so the copy gets the original answer and changes
+/// nothing — but only from its release on (a copy arriving before gets the held answer): a
+/// deposed primary that has not heard of the new epoch runs no-ops on a stale state, and unlike
+/// a write a no-op leaves no record for the log repair to throw away (remembering it at once
+/// broke site-partition seed 1113: n3, cut off as primary of p0 at epoch 1, ran `INCRBY k3` on a
+/// string the epoch-2 primary had already replaced by "5", and once primary again answered the
+/// retry `NotAnInteger`). The production transport delivers at most once, but an attempt can
+/// still reach the primary after a later one of the same id (a retry on a new connection, or a
+/// message queued while the peer was unreachable).
+///
+/// Bug 6, site-chaos seed 433: n1 is primary of p4 at epoch 3 (failback handover at 2.359 s),
+/// n2 and n3 in sync; n1's links are degraded from 3.045 s (loss, duplication, delay). n1
+/// acknowledges `SET k0 9` at 3.360 s (seq 40). Client 6's `SET k0 v3-5 NX`, forwarded by n3 as
+/// request r3.10000006b attempt 1, runs on n1 as a no-op and is answered nil at 3.440 s. `DEL
+/// k0` is acknowledged at 3.593 s (seq 41). At 3.619 s a duplicate of the same forward reaches
+/// n1, which runs it again: k0 = "v3-5" at seq 42, acknowledged by n2 and n3 at 3.621 s. Then
+/// `SET k0 v0-11 NX` answers nil and a GET reads "v3-5", a value whose only write was answered
+/// "not applied": not linearizable.
+///
+/// Bug 7, site-partition seed 442, the same with `SET XX`: n1 is primary of p6 at epoch 3
+/// (failback at 3.357 s), n4 in sync; n2's links are degraded from 2.590 s. `DEL k5` is
+/// acknowledged at 3.527 s (seq 26). Client 8's `SET k5 6 XX GET` (r2.100000034 attempt 1,
+/// forwarded by n2) runs on n1 as a no-op and is answered nil at 3.622 s; `SET k5 2` is
+/// acknowledged at 3.654 s (seq 27); a duplicate of the forward reaches n1 at 3.730 s and now
+/// applies (k5 = "6", seq 28). A GET at 3.940 s reads "6".
+#[test]
+fn bug6_7_a_duplicated_forward_of_a_write_that_changed_nothing_never_applies() {
+    assert_keeps_invariants(SiteKind::Chaos, 433, |_| {});
+    assert_keeps_invariants(SiteKind::Partition, 442, |_| {});
+}

@@ -29,10 +29,18 @@
 //! released (the barrier acknowledging that answer carried the primary's time), so a key shown
 //! as expired stays expired across a failover (invariant 2); clocks only drive timeouts.
 //!
-//! **Dedup.** Write requests that changed state are remembered (`dedup_requests_max`, FIFO) with
-//! their answers and replicated with their records, so a retry after a failover gets the
-//! original answer. A request that changed nothing is not remembered: executing it again is
-//! equivalent to the first execution, whose answer nobody received.
+//! **Dedup.** Write requests are remembered (`dedup_requests_max`, FIFO) with their answers and
+//! the seq they executed at, and replicated with the records up to that seq, so a retry after a
+//! failover gets the original answer. That includes writes that changed nothing (a `SET NX`
+//! that did not apply): once their answer is out, a second copy of the request (a duplicated or
+//! reordered forward) must not apply on a state that changed since. Such a no-op is remembered
+//! only once its answer is released (until then a copy gets the held answer), because only the
+//! release proves the primary's state was current when it ran: a deposed primary's no-op ran on
+//! a stale state, and unlike a write it leaves no record for the repair to throw away. It has no
+//! record of its own either, so it travels to a backup only inside a batch or snapshot that
+//! covers its seq: only the primary that answered is sure to know it. Reads are not remembered:
+//! executing one again changes nothing, and only one answer is read.
+
 mod backup;
 mod dedup;
 mod history;

@@ -3,8 +3,8 @@
 //! Origin side: [`Forwarder::send`] registers the attempt and queues the request for the
 //! primary; the answer (or redirect) completes it. Only the current attempt of a request id
 //! counts: registering a new attempt drops the previous one's waiter, so a late answer to an
-//! abandoned attempt is never read (dedup only remembers requests that changed state, so such
-//! an answer may contradict the retry's).
+//! abandoned attempt is never read (a write that changed nothing is remembered only by the
+//! primary that answered it, so such an answer may contradict the retry's).
 //!
 //! Primary side: [`serve`] runs a forwarded request on the local replica and answers on the
 //! Forward channel, the way it came.

@@ -9,7 +9,7 @@ use super::types::{
     AssignmentFacts, MapProposal, ReplicaId, ReplicationLimits, Request, RequestId,
 };
 use super::{DedupTable, ReplicaCore, RoleState};
-use crate::core::command::CommandResult;
+use crate::core::command::{Command, CommandResult};
 use crate::core::partition::PartitionCore;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -26,6 +26,12 @@ pub(super) struct PrimaryState {
     held: VecDeque<Held>,
     /// Requests queued by a handover, never executed here.
     queued: VecDeque<Request>,
+    /// Answers of held write requests that changed nothing, by id: a copy of one that arrives
+    /// meanwhile gets the same answer. Moved to the dedup table when released — not before,
+    /// since only the release proves that this primary's state was current when it ran them
+    /// (a deposed primary's no-op, say an `INCRBY` on what was a string before the new primary
+    /// wrote a number there, must not answer a retry later). Dropped with the role.
+    unconfirmed_noops: BTreeMap<RequestId, Vec<CommandResult>>,
     /// The barrier round of the latest flush (see `Held::required_round`).
     round: u64,
     /// Something executed since the last flush: the next flush opens a new round.
@@ -137,6 +143,7 @@ impl PrimaryState {
             handover: None,
             held: VecDeque::new(),
             queued: VecDeque::new(),
+            unconfirmed_noops: BTreeMap::new(),
             round: 0,
             barrier_needed: true,
             acknowledged_seq: last_seq,
@@ -585,9 +592,14 @@ impl ReplicaCore {
         let RoleState::Primary(p) = &mut self.role else {
             return;
         };
-        let results = match self.dedup.get(&request.id) {
+        let remembered = self
+            .dedup
+            .get(&request.id)
+            .or_else(|| p.unconfirmed_noops.get(&request.id).map(Vec::as_slice));
+        let results = match remembered {
             Some(results) => results.to_vec(),
             None => {
+                let writes = request.commands.iter().any(Command::is_write);
                 let before = self.core.last_seq();
                 let results: Vec<CommandResult> = request
                     .commands
@@ -602,6 +614,14 @@ impl ReplicaCore {
                         seq: after,
                         results: results.clone(),
                     });
+                } else if writes {
+                    // A write that changed nothing (`SET NX` on a present key, `SET XX` or `DEL`
+                    // on a missing one, `INCRBY` on a string) is remembered too: its answer may
+                    // be out when a copy of the request arrives (a duplicated or reordered
+                    // forward), and the copy, run on a state that changed since, could apply
+                    // after the client was told it did not. Reads are not remembered: running
+                    // one again changes nothing, and only one answer is read.
+                    p.unconfirmed_noops.insert(request.id, results.clone());
                 }
                 results
             }
@@ -627,6 +647,15 @@ impl ReplicaCore {
             }
             if let Some(held) = p.held.pop_front() {
                 p.acknowledged_seq = p.acknowledged_seq.max(held.required_seq);
+                // Released in execution order, so the first execution's answer is moved here,
+                // with the seq it ran at; a copy answered from it finds nothing left.
+                if let Some(results) = p.unconfirmed_noops.remove(&held.id) {
+                    self.dedup.insert(RequestOutcome {
+                        id: held.id,
+                        seq: held.required_seq,
+                        results,
+                    });
+                }
                 self.out.responses.push_back((held.id, held.results));
             }
         }

@@ -35,8 +35,9 @@
 //!    it tries again, always with the *same* id; after `forward_retry_ms_max` it answers
 //!    `-TRYAGAIN`. Only the current attempt's reply counts: a retry abandons the earlier attempt
 //!    (in production: its connection is reset, so its late answer is never read). This matters:
-//!    dedup only remembers requests that changed state, so a late answer to an abandoned
-//!    attempt of, say, a `SET NX` that did not apply may contradict a retry that did.
+//!    a write that changed nothing is remembered only by the primary that ran it (it has no
+//!    record to replicate with), so a late answer to an abandoned attempt of, say, a `SET NX`
+//!    that did not apply on one primary may contradict a retry that did on the next.
 //! 8. **Answers go back the way the request came.** Each attempt delivered to a local replica
 //!    is queued per (partition, id); the replica answers or redirects every request exactly
 //!    once, in arrival order, so its outputs are matched to attempts first-in first-out.

@@ -2,7 +2,7 @@
 //! rebuilds the bug's shape on the in-test network, step by step.
 use super::super::*;
 use super::harness::*;
-use crate::core::command::Response as R;
+use crate::core::command::{Command, CommandError, CommandResult, Response as R, SetCondition};
 
 /// Bug 2: a deposed primary keeps records it executed but never got acknowledged, so its log
 /// runs *past* the new primary's. Acknowledging the new primary's last seq must not count as
@@ -189,4 +189,164 @@ fn an_unresponsive_backup_is_not_proposed_in_sync_over_and_over() {
     assert_eq!(net.answers(rid(2)), vec![vec![value("v")]]);
     assert!(!net.map.in_sync.contains(&2));
     assert_eq!(caught_up_proposals(&net, 2), 0);
+}
+
+fn set_if(k: &str, v: &str, condition: SetCondition) -> Command {
+    Command::Set {
+        key: b(k),
+        value: b(v),
+        condition,
+        expiry: None,
+        get: false,
+    }
+}
+
+/// Bugs 6 and 7 (site-chaos seed 433, site-partition seed 442): a write that changed nothing
+/// was not remembered, so a second copy of the same request (a duplicated forward) arriving
+/// after its answer was read executed again on a state that had changed in between, and
+/// applied: the client was told `SET NX` did not apply, yet its value appeared. A copy of an
+/// answered write must get the original answer and change nothing, whatever the write.
+#[test]
+fn a_second_copy_of_an_answered_write_that_changed_nothing_changes_nothing() {
+    use SetCondition::{IfAbsent, IfPresent};
+    // (what the key holds first, the no-op write, the change in between, what the key holds
+    // after the copy arrives, the no-op write's answer)
+    type Case = (
+        Option<&'static str>,
+        Command,
+        Command,
+        Option<&'static str>,
+        CommandResult,
+    );
+    let table: Vec<Case> = vec![
+        (
+            Some("9"),
+            set_if("k", "nx", IfAbsent),
+            del("k"),
+            None,
+            Ok(R::Value(None)),
+        ),
+        (
+            None,
+            set_if("k", "xx", IfPresent),
+            set("k", "2"),
+            Some("2"),
+            Ok(R::Value(None)),
+        ),
+        (None, del("k"), set("k", "2"), Some("2"), int(0)),
+        (
+            Some("text"),
+            incr("k"),
+            set("k", "5"),
+            Some("5"),
+            Err(CommandError::NotAnInteger),
+        ),
+    ];
+    for (case, (first, noop, change, after, answer)) in table.into_iter().enumerate() {
+        let mut net = Net::new(2);
+        if let Some(v) = first {
+            net.request(1, rid(1), vec![set("k", v)]);
+            net.settle();
+        }
+        let seq = net.node(1).last_seq();
+        net.request(1, rid(2), vec![noop.clone()]);
+        net.settle();
+        assert_eq!(net.node(1).last_seq(), seq, "case {case}: a no-op");
+        assert_eq!(
+            net.answers(rid(2)),
+            vec![vec![answer.clone()]],
+            "case {case}"
+        );
+        net.request(1, rid(3), vec![change]);
+        net.settle();
+        // The copy of request 2 arrives after its answer was read and the key changed.
+        net.request(1, rid(2), vec![noop]);
+        net.request(1, rid(4), vec![get("k")]);
+        net.settle();
+        assert_eq!(
+            net.answers(rid(2)),
+            vec![vec![answer.clone()], vec![answer]],
+            "case {case}: the copy is answered as the original"
+        );
+        let expected = Ok(R::Value(after.map(b)));
+        assert_eq!(
+            net.answers(rid(4)),
+            vec![vec![expected]],
+            "case {case}: the copy changed the key"
+        );
+        assert_eq!(net.state(2), net.state(1), "case {case}");
+    }
+}
+
+/// Reads are not remembered: running one again changes nothing, so the dedup table keeps its
+/// room for writes.
+#[test]
+fn reads_are_not_remembered() {
+    let mut net = Net::new(2);
+    net.request(1, rid(1), vec![get("k")]);
+    net.request(1, rid(2), vec![set_if("k", "v", SetCondition::IfPresent)]);
+    net.settle();
+    assert_eq!(net.node(1).remembered_requests(), 1);
+}
+
+/// Bugs 6 and 7, a copy that arrives while the first execution's answer is still held: it gets
+/// the same answer, and does not run on the state a later write left.
+#[test]
+fn a_copy_of_a_held_write_that_changed_nothing_gets_the_same_answer() {
+    let mut net = Net::new(2);
+    net.request(1, rid(1), vec![set("k", "9")]);
+    net.settle();
+    net.request(1, rid(2), vec![set_if("k", "nx", SetCondition::IfAbsent)]);
+    net.request(1, rid(3), vec![del("k")]);
+    net.request(1, rid(2), vec![set_if("k", "nx", SetCondition::IfAbsent)]);
+    assert!(
+        net.answers(rid(2)).is_empty(),
+        "held until the backup acknowledges"
+    );
+    net.settle();
+    net.request(1, rid(4), vec![get("k")]);
+    net.settle();
+    let nil = vec![Ok(R::Value(None))];
+    assert_eq!(net.answers(rid(2)), vec![nil.clone(), nil.clone()]);
+    assert_eq!(net.answers(rid(4)), vec![nil]);
+}
+
+/// Bugs 6 and 7, the other side: a deposed primary that has not heard of the new epoch runs a
+/// write that changes nothing *on its stale state*. Its answer is never released; the retry must
+/// run again where the state is current, even on that very node once it is primary again: a
+/// no-op leaves no record for the log repair to throw away, so remembering it before its release
+/// would answer the retry from the stale state (site-partition seed 1113 with such a fix).
+#[test]
+fn a_deposed_primarys_unreleased_no_op_is_not_remembered() {
+    let mut net = Net::new(3);
+    net.request(1, rid(1), vec![set("k", "text")]);
+    net.settle();
+    // Node 1 is cut off and deposed without hearing of it; node 2 writes a number at epoch 2.
+    net.crash(1);
+    assert_eq!(net.fail_over(), 2);
+    net.request(2, rid(2), vec![set("k", "5")]);
+    net.settle();
+    net.crashed.remove(&1);
+    // Node 1 still runs `INCRBY k` at epoch 1 on "text"; its backups fence it.
+    net.request(1, rid(3), vec![incr("k")]);
+    net.settle();
+    assert!(net.answers(rid(3)).is_empty(), "a deposed primary answered");
+    assert_ne!(net.node(1).role(), Role::Primary);
+    // Node 1 follows node 2, gets back in sync, and is promoted when node 2 crashes.
+    net.publish_map();
+    for _ in 0..5 {
+        net.settle();
+        net.tick(100);
+        net.apply_proposals();
+    }
+    assert!(net.map.in_sync.contains(&1), "{:?}", net.map);
+    net.crash(2);
+    assert_eq!(net.fail_over(), 1);
+    // The retry of request 3 runs on the current state.
+    net.request(1, rid(3), vec![incr("k")]);
+    for _ in 0..5 {
+        net.settle();
+        net.tick(100);
+    }
+    assert_eq!(net.answers(rid(3)), vec![vec![int(6)]]);
 }
