@@ -320,6 +320,12 @@ pub struct ClusterConfig {
     pub planner_repropose_ms: u64,
     /// Every member of the site, this node included; the same list on every node.
     pub peers: Vec<ClusterPeer>,
+    /// Start as a new member of a running site (its data directory empty): wait for the Raft
+    /// leader to add it and send the map, instead of bootstrapping a site with `peers`. Like
+    /// etcd's `initial-cluster-state = existing`. Ignored once the node has Raft state. (An
+    /// empty file named `join` in `data_dir` does the same.)
+    #[serde(default)]
+    pub join_existing: bool,
     #[serde(default)]
     pub timings: ClusterTimings,
     #[serde(default = "default_transport_limits")]
@@ -387,6 +393,7 @@ impl ClusterConfig {
             shutdown_drain_ms_max: default_shutdown_drain_ms_max(),
             planner_repropose_ms: default_planner_repropose_ms(),
             peers,
+            join_existing: false,
             timings: ClusterTimings::default(),
             transport: default_transport_limits(),
         }

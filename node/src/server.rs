@@ -305,6 +305,9 @@ async fn join_quietly(stopped: oneshot::Receiver<()>, thread: JoinHandle<()>) {
     }
 }
 
+/// In a node's empty data directory: start by joining the running site (see `join_site`).
+pub const JOIN_MARKER: &str = "join";
+
 /// A standalone node is node 1 of its own one-node site.
 const STANDALONE_NODE: u64 = 1;
 /// Its only incarnation: its data lives and dies with the process.
@@ -451,6 +454,7 @@ struct Membership {
     status: StatusInput,
     timings: crate::cluster::ClusterTimings,
     planner_repropose_ms: u64,
+    configured: Vec<PeerSpec>,
 }
 
 fn boot(
@@ -473,6 +477,7 @@ fn boot(
         status,
         timings,
         planner_repropose_ms,
+        configured,
     } = membership;
     let view = Arc::new(MapView::new(log.map().clone(), me, incarnation));
     let routes = Arc::new(Routes::new(&view));
@@ -512,6 +517,7 @@ fn boot(
         status,
         timings,
         planner_repropose_ms,
+        configured,
     });
     let cluster = cluster_ctx.run(actor);
     Ok(Booted {
@@ -559,6 +565,7 @@ fn standalone(keyspace: Keyspace, local_addr: SocketAddr) -> Result<Membership, 
         },
         timings: crate::cluster::ClusterTimings::default(),
         planner_repropose_ms: 500,
+        configured: Vec::new(),
     })
 }
 
@@ -610,8 +617,23 @@ fn join_site(
             others.push((id, peer_identity, peer.quic_addr.clone()));
         }
     }
-    let voters: Vec<NodeId> = specs.iter().map(|s| s.id).collect();
-    let initial = PartitionMap::bootstrap(keyspace.partition_count(), cluster.backups, specs);
+    let configured = specs.clone();
+    // A node added to a running site joins it (no voters, an empty map, until the leader adds
+    // it and sends its snapshot) instead of bootstrapping a site of its own: the operator marks
+    // it so with the file `join` in its empty data directory. Ignored once state is persisted.
+    let joining = restored.is_none()
+        && (cluster.join_existing || cluster.data_dir.join(JOIN_MARKER).exists());
+    let (voters, initial) = if joining {
+        tracing::info!(node = %me, "new member with an empty data directory: joining the running site");
+        (
+            Vec::new(),
+            PartitionMap::new(keyspace.partition_count(), cluster.backups),
+        )
+    } else {
+        let voters: Vec<NodeId> = specs.iter().map(|s| s.id).collect();
+        let initial = PartitionMap::bootstrap(keyspace.partition_count(), cluster.backups, specs);
+        (voters, initial)
+    };
     let group = RaftGroup::new(
         RaftGroupConfig {
             id: me,
@@ -675,5 +697,6 @@ fn join_site(
         },
         timings: cluster.timings.clone(),
         planner_repropose_ms: cluster.planner_repropose_ms,
+        configured,
     })
 }

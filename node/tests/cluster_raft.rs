@@ -184,7 +184,10 @@ fn survives_loss_reordering_and_leader_crash_with_restart_from_files() {
         !restarted.committed.iter().any(|c| c.command == churn(10)),
         "expected a snapshot transfer"
     );
-    assert!(net.group(leader).expect("running").snapshot_index() > 0);
+    assert!(
+        net.group(leader).expect("running").snapshot_index()
+            > tern_node::cluster::raft_group::BOOTSTRAP_INDEX
+    );
     let map = net.group(leader).expect("running").map().clone();
     assert_eq!(
         map.node(churn(19).node_id()).map(|n| n.incarnation),

@@ -31,9 +31,18 @@
 //! an RNG seeded by [`RaftGroupConfig::seed`] — so elections still break ties and a run is
 //! reproducible from its seed.
 //!
-//! Membership: the configured voters form the Raft configuration at a node's first start (the
-//! same list on every node); a restarted node reloads its persisted state instead. Changing the
-//! Raft voter set at runtime is not supported yet (the map's `AddNode` is independent of it).
+//! Membership: a new site's founding members all start with the same configured voters and
+//! initial map, as the group's state at [`BOOTSTRAP_INDEX`] (not 0: see below); a restarted node
+//! reloads its persisted state instead. A node added to a running site starts as a *joiner*
+//! (empty `voters`, no persisted state): no Raft configuration, an empty map, nothing persisted;
+//! it cannot campaign and only waits for the leader. The leader adds it with
+//! [`RaftGroup::propose_add_voter`] (a Raft `ConfChange`, one at a time) and then, as for any
+//! follower whose log it cannot serve, sends it its latest snapshot: that brings the map and the
+//! voter set. Because every founding member's log starts after `BOOTSTRAP_INDEX`, a leader can
+//! never send a joiner entries from index 1 (which it would apply to its empty map and diverge):
+//! the joiner is always probed down to a snapshot. [`RaftGroup::propose_remove_voter`] removes
+//! a voter. Which node to add or remove (and the map's `AddNode`/`RemoveNode` around it) is the
+//! shell's decision from its configured peers (docs/design/site-ha.md, "Membership").
 use crate::cluster::ids::NodeId;
 use crate::cluster::map::{Applied, MapCommand, PartitionMap, Rejected};
 use crate::cluster::raft_storage::{MapStorage, PersistOps, PersistedState};
@@ -41,15 +50,23 @@ use crate::cluster::timings::ClusterTimings;
 use bytes::Bytes;
 use protobuf::Message as _;
 use raft::prelude::{
-    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType,
+    Snapshot,
 };
 use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 use std::collections::VecDeque;
 
+/// The log index (and term) of a founding member's bootstrap state: its log starts after it.
+/// Above 0 so that a leader never holds the entry before a joiner's empty log (index 0) and must
+/// send it a snapshot (as TiKV does with its initial index 5).
+pub const BOOTSTRAP_INDEX: u64 = 5;
+const BOOTSTRAP_TERM: u64 = 5;
+
 #[derive(Clone, Debug)]
 pub struct RaftGroupConfig {
     pub id: NodeId,
-    /// The voters at first start: every configured peer, this node included.
+    /// The voters at first start: every configured peer, this node included. Empty: this node
+    /// joins a running group (see the module docs); ignored on a restart.
     pub voters: Vec<NodeId>,
     pub timings: ClusterTimings,
     /// Seeds the election jitter; give each node its own (e.g. sim seed ^ node id).
@@ -84,6 +101,9 @@ pub enum ProposeError {
     Dropped,
     #[error("encode the command: {0}")]
     Encode(String),
+    /// A membership change refused now (another one is pending, or it would be unsafe).
+    #[error("membership change refused: {0}")]
+    Membership(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +126,7 @@ enum Deferred {
     Message(Message),
     Tick,
     Propose(Vec<u8>),
+    ConfChange(ConfChange),
     TransferLeadership(NodeId),
 }
 
@@ -127,6 +148,9 @@ pub struct RaftGroup {
     deferred: VecDeque<Deferred>,
     /// Peers sent a snapshot in the pending round; reported to raft-rs after `advance`.
     snapshot_targets: Vec<u64>,
+    /// A configuration change was applied: snapshot at the next chance, so the snapshot a
+    /// joiner is sent lists it as a voter (raft-rs rejects one that does not).
+    snapshot_soon: bool,
 }
 
 impl std::fmt::Debug for RaftGroup {
@@ -160,20 +184,29 @@ impl RaftGroup {
                 let applied = state.snapshot.get_metadata().index;
                 (storage, map, applied)
             }
+            None if config.voters.is_empty() => {
+                // A joiner: no configuration, the caller's (empty) map, nothing to persist until
+                // the leader's snapshot arrives (a restart before that simply joins again).
+                (MapStorage::joining(), initial_map, 0)
+            }
             None => {
                 let conf_state =
                     ConfState::from((config.voters.iter().map(|v| v.get()), Vec::<u64>::new()));
                 let mut snapshot = Snapshot::default();
-                snapshot.mut_metadata().set_conf_state(conf_state.clone());
+                snapshot.mut_metadata().set_conf_state(conf_state);
+                snapshot.mut_metadata().index = BOOTSTRAP_INDEX;
+                snapshot.mut_metadata().term = BOOTSTRAP_TERM;
                 snapshot.data = Bytes::from(
                     initial_map
                         .encode()
                         .map_err(|e| RaftGroupError::Restore(e.to_string()))?,
                 );
+                let storage = MapStorage::bootstrap(snapshot.clone())
+                    .map_err(|e| RaftGroupError::Restore(e.to_string()))?;
                 // The bootstrap state is persisted first so a restart never bootstraps again.
-                out_persist.snapshot = Some(snapshot.clone());
+                out_persist.snapshot = Some(snapshot);
                 out_persist.snapshot_replaces_log = true;
-                (MapStorage::bootstrap(conf_state, snapshot), initial_map, 0)
+                (storage, initial_map, BOOTSTRAP_INDEX)
             }
         };
         let timings = &config.timings;
@@ -209,6 +242,7 @@ impl RaftGroup {
             out_persist,
             deferred: VecDeque::new(),
             snapshot_targets: Vec::new(),
+            snapshot_soon: false,
         })
     }
 
@@ -291,6 +325,106 @@ impl RaftGroup {
     /// Whether a leadership transfer started by [`Self::transfer_leadership`] is running.
     pub fn transferring_leadership(&self) -> bool {
         self.is_leader() && self.raw.raft.lead_transferee.is_some()
+    }
+
+    /// The Raft voters as of the last applied configuration, ascending.
+    pub fn voters(&self) -> Vec<NodeId> {
+        let mut voters: Vec<NodeId> = self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state()
+            .voters
+            .into_iter()
+            .filter_map(NodeId::new)
+            .collect();
+        voters.sort();
+        voters.dedup();
+        voters
+    }
+
+    /// Whether a Raft configuration change is proposed and not applied yet (raft-rs allows one
+    /// at a time; may be a false positive right after an election).
+    pub fn membership_change_pending(&self) -> bool {
+        self.raw.raft.has_pending_conf() || self.deferred_conf_change()
+    }
+
+    /// On the leader: proposes `id` as a new voter. Once applied everywhere, the leader probes
+    /// it and, its log being empty, sends it the latest snapshot. Refused while another change
+    /// is pending, for an existing voter, and while this leader's log still starts at index 1
+    /// (a group bootstrapped before [`BOOTSTRAP_INDEX`] existed, until its first compaction):
+    /// it would send the joiner entries instead of the snapshot.
+    pub fn propose_add_voter(&mut self, id: NodeId) -> Result<(), ProposeError> {
+        self.check_membership_change()?;
+        if self.voters().contains(&id) {
+            return Err(ProposeError::Membership(format!("{id} is already a voter")));
+        }
+        if self.raw.store().first_index().unwrap_or(1) <= 1 {
+            return Err(ProposeError::Membership(
+                "the log still starts at index 1; wait for the first compaction".into(),
+            ));
+        }
+        self.propose_conf_change(id, ConfChangeType::AddNode)
+    }
+
+    /// On the leader: proposes removing voter `id`. Refused for the leader itself (transfer
+    /// leadership first), for the last voter, and while another change is pending.
+    pub fn propose_remove_voter(&mut self, id: NodeId) -> Result<(), ProposeError> {
+        self.check_membership_change()?;
+        let voters = self.voters();
+        if !voters.contains(&id) {
+            return Err(ProposeError::Membership(format!("{id} is not a voter")));
+        }
+        if id == self.id {
+            return Err(ProposeError::Membership(
+                "the leader does not remove itself; transfer leadership first".into(),
+            ));
+        }
+        if voters.len() <= 1 {
+            return Err(ProposeError::Membership("the last voter stays".into()));
+        }
+        self.propose_conf_change(id, ConfChangeType::RemoveNode)
+    }
+
+    fn check_membership_change(&self) -> Result<(), ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader(),
+            });
+        }
+        if self.membership_change_pending() {
+            return Err(ProposeError::Membership(
+                "another membership change is pending".into(),
+            ));
+        }
+        if self.transferring_leadership() {
+            return Err(ProposeError::Dropped);
+        }
+        Ok(())
+    }
+
+    fn propose_conf_change(
+        &mut self,
+        id: NodeId,
+        change_type: ConfChangeType,
+    ) -> Result<(), ProposeError> {
+        let mut change = ConfChange::default();
+        change.set_change_type(change_type);
+        change.node_id = id.get();
+        if self.awaiting_advance {
+            self.deferred.push_back(Deferred::ConfChange(change));
+            return Ok(());
+        }
+        self.raw
+            .propose_conf_change(Vec::new(), change)
+            .map_err(|e| ProposeError::Membership(e.to_string()))
+    }
+
+    fn deferred_conf_change(&self) -> bool {
+        self.deferred
+            .iter()
+            .any(|d| matches!(d, Deferred::ConfChange(_)))
     }
 
     /// Proposes `command` for the log; it is applied (or rejected as stale) when committed.
@@ -399,6 +533,11 @@ impl RaftGroup {
                     }
                 }
                 Deferred::TransferLeadership(to) => self.transfer_leadership(to),
+                Deferred::ConfChange(change) => {
+                    if let Err(e) = self.raw.propose_conf_change(Vec::new(), change) {
+                        tracing::debug!(node = %self.id, "a queued membership change was dropped: {e}");
+                    }
+                }
                 Deferred::Propose(data) => {
                     if self.raw.propose(Vec::new(), data).is_err() {
                         tracing::debug!(node = %self.id, "a queued proposal was dropped");
@@ -474,7 +613,11 @@ impl RaftGroup {
 
     fn set_conf_state(&mut self, applied: Result<ConfState, String>, index: u64) {
         match applied {
-            Ok(cs) => self.raw.mut_store().mem().wl().set_conf_state(cs),
+            Ok(cs) => {
+                tracing::info!(node = %self.id, index, voters = ?cs.voters, "Raft voters changed");
+                self.raw.mut_store().mem().wl().set_conf_state(cs);
+                self.snapshot_soon = true;
+            }
             Err(e) => {
                 tracing::error!(node = %self.id, index, "skip a Raft configuration change: {e}")
             }
@@ -485,7 +628,9 @@ impl RaftGroup {
     /// log up to it, and have the shell persist the snapshot (which compacts its log too).
     fn maybe_compact(&mut self) {
         let store = self.raw.store();
-        if self.applied_index < store.snapshot_index() + self.snapshot_every {
+        let due = self.applied_index >= store.snapshot_index() + self.snapshot_every
+            || (self.snapshot_soon && self.applied_index > store.snapshot_index());
+        if !due {
             return;
         }
         let index = self.applied_index;
@@ -509,6 +654,7 @@ impl RaftGroup {
             tracing::error!(node = %self.id, "compact the Raft log: {e}");
             return;
         }
+        self.snapshot_soon = false;
         self.out_persist.merge(PersistOps {
             snapshot: Some(snapshot),
             ..PersistOps::default()
@@ -584,5 +730,232 @@ impl slog::Serializer for KvText {
         use std::fmt::Write as _;
         let _ = write!(self.0, " {key}={value}");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::map::PeerSpec;
+    use crate::cluster::testing::SimNet;
+
+    fn id(n: u64) -> NodeId {
+        NodeId::new(n).expect("test ids are non-zero")
+    }
+
+    fn founders() -> Vec<NodeId> {
+        vec![id(1), id(2), id(3)]
+    }
+
+    fn initial_map() -> PartitionMap {
+        let peers = founders().into_iter().map(|id| PeerSpec {
+            id,
+            addr: format!("10.0.0.{}:7000", id.get()),
+            zone: None,
+        });
+        PartitionMap::bootstrap(8, 1, peers)
+    }
+
+    fn add_node(n: u64) -> MapCommand {
+        MapCommand::AddNode {
+            id: id(n),
+            addr: format!("10.0.0.{n}:7000"),
+            zone: None,
+        }
+    }
+
+    /// Valid in order: a rising incarnation always re-registers node 1.
+    fn churn(k: u64) -> MapCommand {
+        MapCommand::MarkUp {
+            id: id(1),
+            incarnation: 100 + k,
+        }
+    }
+
+    fn running_net(seed: u64) -> SimNet {
+        let mut net = SimNet::new(&founders(), initial_map(), ClusterTimings::default(), seed)
+            .expect("start");
+        assert!(
+            net.run_until(5_000, |n| n.leader().is_some())
+                .expect("step")
+        );
+        net
+    }
+
+    /// Proposes through whoever leads until `command` shows in every running node's log.
+    fn commit(net: &mut SimNet, command: &MapCommand) {
+        for _ in 0..20 {
+            if !net
+                .run_until(3_000, |n| n.leader().is_some())
+                .expect("step")
+            {
+                continue;
+            }
+            let _ = net.propose(command);
+            // Every running voter (a joiner not yet added has no log to apply it to).
+            let everywhere = |n: &SimNet| {
+                n.running().iter().all(|&r| {
+                    let voter = n.group(r).is_some_and(|g| g.voters().contains(&r));
+                    !voter
+                        || n.node(r)
+                            .is_some_and(|s| s.committed.iter().any(|c| &c.command == command))
+                })
+            };
+            if net.run_until(1_000, everywhere).expect("step") {
+                return;
+            }
+        }
+        panic!("{command:?} never committed everywhere");
+    }
+
+    /// Retries a membership change (refused while another is pending or leadership moves)
+    /// until every running node's voters are `want`.
+    fn change_voters(
+        net: &mut SimNet,
+        want: &[NodeId],
+        mut propose: impl FnMut(&mut SimNet) -> Result<(), ProposeError>,
+    ) {
+        for _ in 0..20 {
+            let _ = net.run_until(3_000, |n| n.leader().is_some());
+            let _ = propose(net);
+            let done = |n: &SimNet| {
+                n.running()
+                    .iter()
+                    .all(|&r| n.group(r).is_some_and(|g| g.voters() == want))
+            };
+            if net.run_until(2_000, done).expect("step") {
+                return;
+            }
+        }
+        panic!("voters never became {want:?}");
+    }
+
+    fn converged(net: &SimNet) -> bool {
+        let maps: Vec<&PartitionMap> = net
+            .running()
+            .iter()
+            .filter_map(|&r| net.group(r))
+            .map(RaftGroup::map)
+            .collect();
+        maps.windows(2).all(|w| w[0] == w[1])
+    }
+
+    #[test]
+    fn a_joiner_alone_stays_passive_with_an_empty_map() {
+        let mut net = running_net(5);
+        net.add_joiner(id(4)).expect("join");
+        net.run_for(5_000).expect("step");
+        let joiner = net.group(id(4)).expect("running");
+        assert!(!joiner.is_leader());
+        assert!(joiner.voters().is_empty());
+        assert_eq!(joiner.map().map_version(), 0);
+        assert!(joiner.map().nodes().is_empty());
+        assert_eq!(joiner.applied_index(), 0);
+        // The founders never heard of it: their voters are unchanged.
+        for r in founders() {
+            assert_eq!(net.group(r).expect("running").voters(), founders());
+        }
+    }
+
+    #[test]
+    fn a_fourth_voter_starts_empty_and_catches_up_by_snapshot() {
+        for seed in [1, 2, 3, 4] {
+            let mut net = running_net(seed);
+            net.set_delay(1, 8);
+            net.set_loss(5);
+            for k in 0..20 {
+                commit(&mut net, &churn(k));
+            }
+            net.add_joiner(id(4)).expect("join");
+            // The map first (placement gives it partitions), then the Raft voter.
+            commit(&mut net, &add_node(4));
+            let all = [id(1), id(2), id(3), id(4)];
+            change_voters(&mut net, &all, |n| n.propose_add_voter(id(4)));
+            assert!(
+                net.run_until(10_000, converged).expect("step"),
+                "seed {seed}: maps never converged"
+            );
+            let joiner = net.group(id(4)).expect("running");
+            assert!(
+                joiner.snapshot_index() > BOOTSTRAP_INDEX,
+                "seed {seed}: the joiner must be brought in by a snapshot"
+            );
+            assert!(joiner.map().node(id(4)).is_some());
+            assert!(!joiner.map().replicas_on(id(4)).is_empty());
+            // It takes part: later commands reach it, and with two founders down the
+            // 4-voter group has no quorum (3 of 4), with one down it still commits.
+            net.crash(id(1));
+            commit(&mut net, &MapCommand::MarkDown { id: id(1) });
+            assert!(
+                net.run_until(10_000, converged).expect("step"),
+                "seed {seed}: maps never converged after the crash"
+            );
+            net.crash(id(2));
+            net.set_loss(0);
+            let _ = net.run_until(3_000, |n| n.leader().is_some());
+            let before = net.group(id(4)).expect("running").map().clone();
+            let _ = net.propose(&churn(999));
+            net.run_for(3_000).expect("step");
+            assert_eq!(
+                net.group(id(4)).expect("running").map(),
+                &before,
+                "seed {seed}: two of four voters committed a command"
+            );
+        }
+    }
+
+    #[test]
+    fn a_removed_voter_no_longer_counts_towards_quorum() {
+        let mut net = running_net(9);
+        for k in 0..5 {
+            commit(&mut net, &churn(k));
+        }
+        let leader = net.leader().expect("leader");
+        let victim = founders()
+            .into_iter()
+            .find(|&n| n != leader)
+            .expect("a follower");
+        let rest: Vec<NodeId> = founders().into_iter().filter(|&n| n != victim).collect();
+        change_voters(&mut net, &rest, |n| n.propose_remove_voter(victim));
+        // The map's RemoveNode is the shell's business; here only Raft: with the victim gone
+        // the two remaining voters are a quorum on their own.
+        net.remove(victim);
+        commit(&mut net, &churn(50));
+        assert!(net.run_until(5_000, converged).expect("step"));
+        for r in net.running() {
+            assert_eq!(net.group(r).expect("running").voters(), rest);
+        }
+    }
+
+    #[test]
+    fn membership_changes_are_refused_when_unsafe() {
+        let mut net = running_net(13);
+        commit(&mut net, &churn(1));
+        let leader = net.leader().expect("leader");
+        let cases: Vec<(NodeId, bool, &str)> = vec![
+            (leader, false, "the leader itself"),
+            (id(9), false, "not a voter"),
+        ];
+        for (target, add, why) in cases {
+            let result = if add {
+                net.propose_add_voter(target)
+            } else {
+                net.propose_remove_voter(target)
+            };
+            assert!(
+                matches!(result, Err(ProposeError::Membership(_))),
+                "{why}: {result:?}"
+            );
+        }
+        assert!(matches!(
+            net.propose_add_voter(leader),
+            Err(ProposeError::Membership(_))
+        ));
+        // One change at a time: a second proposal while the first is pending is refused.
+        net.propose_add_voter(id(4)).expect("first change");
+        assert!(matches!(
+            net.propose_add_voter(id(5)),
+            Err(ProposeError::Membership(_))
+        ));
     }
 }

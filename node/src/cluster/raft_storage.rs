@@ -18,7 +18,7 @@
 //! corruption and refuses to load.
 use crate::cluster::codec::{self, CodecError, EnvelopeKind};
 use protobuf::Message as _;
-use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::prelude::{Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use serde::{Deserialize, Serialize};
@@ -41,11 +41,22 @@ impl std::fmt::Debug for MapStorage {
 }
 
 impl MapStorage {
-    /// First start: the configured voters and the initial map as the state at index 0.
-    pub(crate) fn bootstrap(conf_state: ConfState, initial: Snapshot) -> Self {
-        Self {
-            mem: MemStorage::new_with_conf_state(conf_state),
+    /// A founding member's first start: the bootstrap snapshot (configured voters and initial
+    /// map at `BOOTSTRAP_INDEX`) as if received; the log starts after it.
+    pub(crate) fn bootstrap(initial: Snapshot) -> raft::Result<Self> {
+        let mem = MemStorage::new();
+        mem.wl().apply_snapshot(initial.clone())?;
+        Ok(Self {
+            mem,
             snapshot: initial,
+        })
+    }
+
+    /// A node joining a running group: no configuration and no snapshot until the leader's.
+    pub(crate) fn joining() -> Self {
+        Self {
+            mem: MemStorage::new(),
+            snapshot: Snapshot::default(),
         }
     }
 

@@ -38,6 +38,8 @@ pub struct SimNode {
     group: Option<RaftGroup>,
     persistence: Box<dyn RaftPersistence>,
     next_tick_ms: u64,
+    /// Added to a running group: starts with no voters and an empty map (see `add_joiner`).
+    joiner: bool,
     /// Every command this node applied since its last (re)start, in order.
     pub committed: Vec<Committed>,
 }
@@ -110,6 +112,7 @@ impl SimNet {
                 group: None,
                 persistence: make(id),
                 next_tick_ms: 0,
+                joiner: false,
                 committed: Vec::new(),
             };
             net.nodes.insert(id, node);
@@ -137,9 +140,50 @@ impl SimNet {
         self.delay_ms = (min_ms.max(1), max_ms.max(min_ms.max(1)));
     }
 
+    /// Starts a new node `id` (in-memory persistence) that joins the running group: no voters,
+    /// an empty map, until the leader adds it ([`Self::propose_add_voter`]) and sends it a
+    /// snapshot. Its restarts reload what it persisted by then (or join again).
+    pub fn add_joiner(&mut self, id: NodeId) -> Result<(), SimError> {
+        let node = SimNode {
+            group: None,
+            persistence: Box::new(MemPersistence::new()),
+            next_tick_ms: 0,
+            joiner: true,
+            committed: Vec::new(),
+        };
+        self.nodes.insert(id, node);
+        self.restart(id)
+    }
+
+    /// Proposes adding voter `id` through the current leader.
+    pub fn propose_add_voter(&mut self, id: NodeId) -> Result<(), ProposeError> {
+        self.leader_group()?.propose_add_voter(id)
+    }
+
+    /// Proposes removing voter `id` through the current leader.
+    pub fn propose_remove_voter(&mut self, id: NodeId) -> Result<(), ProposeError> {
+        self.leader_group()?.propose_remove_voter(id)
+    }
+
+    /// Crashes `id` and forgets it (its persistence too): a node taken out of the site.
+    pub fn remove(&mut self, id: NodeId) {
+        self.nodes.remove(&id);
+    }
+
+    fn leader_group(&mut self) -> Result<&mut RaftGroup, ProposeError> {
+        let leader = self
+            .leader()
+            .ok_or(ProposeError::NotLeader { leader_hint: None })?;
+        self.nodes
+            .get_mut(&leader)
+            .and_then(|n| n.group.as_mut())
+            .ok_or(ProposeError::NotLeader { leader_hint: None })
+    }
+
     /// Cuts every link to and from `id`.
     pub fn isolate(&mut self, id: NodeId) {
-        for &other in &self.voters {
+        let others: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for &other in &others {
             if other != id {
                 self.cut.insert((id, other));
                 self.cut.insert((other, id));
@@ -186,15 +230,7 @@ impl SimNet {
 
     /// Proposes through the current leader.
     pub fn propose(&mut self, command: &MapCommand) -> Result<(), ProposeError> {
-        let leader = self
-            .leader()
-            .ok_or(ProposeError::NotLeader { leader_hint: None })?;
-        let group = self
-            .nodes
-            .get_mut(&leader)
-            .and_then(|n| n.group.as_mut())
-            .ok_or(ProposeError::NotLeader { leader_hint: None })?;
-        group.propose(command)
+        self.leader_group()?.propose(command)
     }
 
     /// Kills `id`: its group and volatile state are gone, its persistence stays.
@@ -209,15 +245,23 @@ impl SimNet {
         let seed = self.next_random();
         let phase = self.next_random() % self.timings.raft_tick_ms.max(1);
         let now = self.now_ms;
+        let logger = self.logger.clone();
+        let node = self.nodes.get_mut(&id).ok_or(SimError::UnknownNode(id))?;
+        let (voters, initial_map) = if node.joiner {
+            let empty = PartitionMap::new(
+                self.initial_map.partition_count(),
+                self.initial_map.backups_per_partition(),
+            );
+            (Vec::new(), empty)
+        } else {
+            (self.voters.clone(), self.initial_map.clone())
+        };
         let config = RaftGroupConfig {
             id,
-            voters: self.voters.clone(),
+            voters,
             timings: self.timings.clone(),
             seed,
         };
-        let initial_map = self.initial_map.clone();
-        let logger = self.logger.clone();
-        let node = self.nodes.get_mut(&id).ok_or(SimError::UnknownNode(id))?;
         let restored = node
             .persistence
             .load()

@@ -4,6 +4,9 @@
 //! operators (forwarded to the leader when this node is not), and hands every applied map to
 //! every local partition actor, the router and the status hub.
 //!
+//! On the Raft leader it also carries out membership changes from the configured peer list
+//! ([`membership_step`]; docs/design/site-ha.md, "Membership").
+//!
 //! A standalone node runs the same actor over a [`MapLog::Local`]: a one-node map whose
 //! commands apply at once, no transport, no detector.
 use super::actor::{Assign, PartitionActor, ProposeMap};
@@ -17,11 +20,12 @@ use super::wire::{self, ControlMessage, WireKind};
 use crate::admin::{AdminRequest, AdminRequestError, StatusHub};
 use crate::cluster::{
     ClusterTimings, FailureDetector, FilePersistence, MapCommand, NodeId, NodeStatus, PartitionMap,
-    RaftGroup, RaftPersistence,
+    PeerSpec, RaftGroup, RaftPersistence,
 };
 use crate::core::PartitionId;
 use crate::transport::Channel;
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -107,6 +111,9 @@ pub struct ClusterParts {
     pub status: StatusInput,
     pub timings: ClusterTimings,
     pub planner_repropose_ms: u64,
+    /// The site's members as this node's configuration lists them (this node included); the
+    /// Raft leader adds and removes nodes to match. Empty for a standalone node.
+    pub configured: Vec<PeerSpec>,
 }
 
 /// What one Raft Ready applied.
@@ -159,6 +166,11 @@ pub struct ClusterActor {
     status: StatusInput,
     timings: ClusterTimings,
     planner_repropose_ms: u64,
+    configured: BTreeMap<NodeId, PeerSpec>,
+    /// The map version each peer's latest heartbeat carried, and when it came (local clock):
+    /// 0 means a node that never had a map, i.e. one waiting to join.
+    peer_maps: BTreeMap<NodeId, (u64, u64)>,
+    next_membership_ms: u64,
     /// Planned commands proposed recently, with when.
     recent: Vec<(MapCommand, u64)>,
     admin_waits: Vec<AdminWait>,
@@ -205,6 +217,9 @@ impl ClusterActor {
             status: parts.status,
             timings: parts.timings,
             planner_repropose_ms: parts.planner_repropose_ms,
+            configured: parts.configured.into_iter().map(|p| (p.id, p)).collect(),
+            peer_maps: BTreeMap::new(),
+            next_membership_ms: 0,
             recent: Vec::new(),
             admin_waits: Vec::new(),
             force_waits: Vec::new(),
@@ -249,6 +264,9 @@ impl ClusterActor {
                 }
             }
         }
+        // Before the planner: a drained node leaving the site is removed before the planner
+        // could mark it down (a `Down` node is no longer known to be drained).
+        self.run_membership(now_ms);
         self.run_planner(now_ms);
         self.repropose_drain(now_ms);
         if !self.drain_waits.is_empty() {
@@ -281,6 +299,19 @@ impl ClusterActor {
         self.recent
             .retain(|(_, at)| now_ms.saturating_sub(*at) < repropose_ms);
         let commands = crate::cluster::plan(group.map(), &|n| detector.liveness(n, now_ms));
+        let configured = &self.configured;
+        let map = group.map();
+        // A drained node this leader's configuration dropped is leaving: `run_membership`
+        // removes it. Marked down first it would no longer read as drained, and stay.
+        let leaving = |id: &NodeId| {
+            !configured.is_empty()
+                && !configured.contains_key(id)
+                && map.node(*id).map(|i| i.status) == Some(NodeStatus::Draining)
+        };
+        let commands: Vec<MapCommand> = commands
+            .into_iter()
+            .filter(|c| !matches!(c, MapCommand::MarkDown { id } if leaving(id)))
+            .collect();
         for command in commands {
             if self.recent.iter().any(|(c, _)| *c == command) {
                 continue;
@@ -290,6 +321,55 @@ impl ClusterActor {
                 tracing::debug!(node = %self.me, "planner proposal refused: {e}");
             }
             self.recent.push((command, now_ms));
+        }
+    }
+
+    /// Rule: on the Raft leader, one step at a time towards the configured membership (see
+    /// [`membership_step`]), at most every `planner_repropose_ms` and never while a Raft
+    /// configuration change is still pending.
+    fn run_membership(&mut self, now_ms: u64) {
+        let MapLog::Raft { group, .. } = &mut self.log else {
+            return;
+        };
+        if !group.is_leader()
+            || group.membership_change_pending()
+            || group.transferring_leadership()
+            || now_ms < self.next_membership_ms
+        {
+            return;
+        }
+        let fresh_for_ms = self.timings.node_failure_timeout_ms;
+        let peer_maps = &self.peer_maps;
+        let waiting_to_join = |id: NodeId| {
+            peer_maps.get(&id).is_some_and(|&(version, heard_ms)| {
+                version == 0 && now_ms.saturating_sub(heard_ms) < fresh_for_ms
+            })
+        };
+        let voters = group.voters();
+        let Some(step) = membership_step(
+            self.me,
+            &self.configured,
+            &voters,
+            group.map(),
+            &waiting_to_join,
+        ) else {
+            return;
+        };
+        self.next_membership_ms = now_ms + self.planner_repropose_ms.max(1);
+        tracing::info!(node = %self.me, ?step, ?voters, "membership");
+        let proposed = match step {
+            MembershipStep::AddToMap(peer) => group.propose(&MapCommand::AddNode {
+                id: peer.id,
+                addr: peer.addr,
+                zone: peer.zone,
+            }),
+            MembershipStep::AddVoter(id) => group.propose_add_voter(id),
+            MembershipStep::RemoveFromMap(id) => group.propose(&MapCommand::RemoveNode { id }),
+            MembershipStep::RemoveVoter(id) => group.propose_remove_voter(id),
+            MembershipStep::Wait { .. } => Ok(()),
+        };
+        if let Err(e) = proposed {
+            tracing::info!(node = %self.me, "membership change refused for now: {e}");
         }
     }
 
@@ -449,7 +529,10 @@ impl ClusterActor {
         }
         self.routes.update(&self.view);
         if let Some(detector) = &mut self.detector {
-            detector.set_peers(self.view.map.nodes().keys().copied());
+            // Configured peers too: a node joining must be heard (and hear us) before the map
+            // lists it, and a joiner's own map is empty until it is added.
+            let peers: Vec<NodeId> = self.peers.ids().collect();
+            detector.set_peers(self.view.map.nodes().keys().copied().chain(peers));
         }
         self.check_waits();
         self.publish();
@@ -724,6 +807,86 @@ impl ClusterActor {
     }
 }
 
+/// One step of the leader's membership work, from the configured peers, the Raft voters and
+/// the map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum MembershipStep {
+    /// A configured node waiting to join: `AddNode` (placement gives it partitions).
+    AddToMap(PeerSpec),
+    /// In the map, not yet a voter: the Raft configuration change (it then gets a snapshot).
+    AddVoter(NodeId),
+    /// Drained, no longer configured, primary nowhere: `RemoveNode`.
+    RemoveFromMap(NodeId),
+    /// Out of the map and no longer configured: the Raft configuration change.
+    RemoveVoter(NodeId),
+    /// A removal that must wait (logged): the node is still primary somewhere.
+    Wait { node: NodeId, reason: String },
+}
+
+/// The next membership step, if any. The order keeps every intermediate state unambiguous for
+/// a leader with an older or newer configuration (a rolling config change has both):
+/// - add = `AddNode`, then the voter: a map node that is not a voter is only ever completed,
+///   never removed, since removal needs the operator's drain (`Draining`, replicated in the
+///   map) — a leader whose config does not list the node yet leaves it alone;
+/// - remove = `RemoveNode`, then the voter: a voter outside the map is only ever removed, and
+///   a node is only added while it reports never having had a map (a removed node still
+///   running, known to a leader whose config still lists it, is not re-added);
+/// - never this node itself, never a voter change leaving the configured peers without a
+///   majority among the voters.
+fn membership_step(
+    me: NodeId,
+    configured: &BTreeMap<NodeId, PeerSpec>,
+    voters: &[NodeId],
+    map: &PartitionMap,
+    waiting_to_join: &dyn Fn(NodeId) -> bool,
+) -> Option<MembershipStep> {
+    let is_voter = |id: &NodeId| voters.contains(id);
+    let majority = configured.len() / 2 + 1;
+    // Finish a removal.
+    for &id in voters {
+        if id == me || configured.contains_key(&id) || map.node(id).is_some() {
+            continue;
+        }
+        let remaining = voters
+            .iter()
+            .filter(|&&v| v != id && configured.contains_key(&v))
+            .count();
+        if remaining >= majority {
+            return Some(MembershipStep::RemoveVoter(id));
+        }
+    }
+    // Start a removal: only of a node the operator drained.
+    for (&id, info) in map.nodes() {
+        if id == me || configured.contains_key(&id) || info.status != NodeStatus::Draining {
+            continue;
+        }
+        if let Some(p) = map
+            .partitions()
+            .iter()
+            .position(|a| a.primary == Some(id) || a.handover == Some(id))
+        {
+            return Some(MembershipStep::Wait {
+                node: id,
+                reason: format!("still primary of (or receiving) partition {p}"),
+            });
+        }
+        return Some(MembershipStep::RemoveFromMap(id));
+    }
+    // Finish an add.
+    for &id in configured.keys() {
+        if map.node(id).is_some() && !is_voter(&id) {
+            return Some(MembershipStep::AddVoter(id));
+        }
+    }
+    // Start an add.
+    configured
+        .values()
+        .find(|p| {
+            p.id != me && map.node(p.id).is_none() && !is_voter(&p.id) && waiting_to_join(p.id)
+        })
+        .map(|p| MembershipStep::AddToMap(p.clone()))
+}
+
 /// Who should lead the map instead of `me`: a live peer marked up, lowest id first.
 fn successor(
     me: NodeId,
@@ -776,6 +939,8 @@ impl Handler<ControlIn> for ClusterActor {
                     && let Some(detector) = &mut self.detector
                 {
                     detector.handle_heartbeat(&heartbeat, now_ms);
+                    self.peer_maps
+                        .insert(msg.from, (heartbeat.map_version, now_ms));
                 }
             }
             ControlMessage::Propose(command) => {
@@ -830,5 +995,231 @@ impl Handler<StopCluster> for ClusterActor {
 
     fn handle(&mut self, _: StopCluster, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> NodeId {
+        NodeId::new(n).expect("test ids are non-zero")
+    }
+
+    fn spec(n: u64) -> PeerSpec {
+        PeerSpec {
+            id: id(n),
+            addr: format!("h{n}:7000"),
+            zone: None,
+        }
+    }
+
+    fn configured(ns: &[u64]) -> BTreeMap<NodeId, PeerSpec> {
+        ns.iter().map(|&n| (id(n), spec(n))).collect()
+    }
+
+    /// Every node registered (incarnation 1).
+    fn map_of(ns: &[u64]) -> PartitionMap {
+        let mut map = PartitionMap::bootstrap(8, 1, ns.iter().map(|&n| spec(n)));
+        for &n in ns {
+            map.apply(&MapCommand::MarkUp {
+                id: id(n),
+                incarnation: 1,
+            })
+            .expect("register");
+        }
+        map
+    }
+
+    /// `map_of(ns)` with node `n` drained and, when `hand_over`, primary nowhere.
+    fn drained(ns: &[u64], n: u64, hand_over: bool) -> PartitionMap {
+        let mut map = map_of(ns);
+        map.apply(&MapCommand::Drain { id: id(n) }).expect("drain");
+        if hand_over {
+            for p in 0..map.partition_count() {
+                let partition = crate::core::PartitionId(p);
+                let a = map.assignment(partition).expect("partition").clone();
+                if a.primary != Some(id(n)) {
+                    continue;
+                }
+                let to = a
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|&r| r != id(n))
+                    .expect("a backup");
+                let caught_up = MapCommand::CaughtUp {
+                    partition,
+                    epoch: a.epoch,
+                    node: to,
+                    sync_generation: a.sync_generation,
+                };
+                map.apply(&caught_up).expect("caught up");
+                let epoch = a.epoch;
+                map.apply(&MapCommand::StartHandover {
+                    partition,
+                    epoch,
+                    to,
+                })
+                .expect("start");
+                map.apply(&MapCommand::CompleteHandover {
+                    partition,
+                    epoch,
+                    to,
+                    last_seq: 0,
+                })
+                .expect("complete");
+            }
+        }
+        map
+    }
+
+    #[test]
+    fn membership_steps_follow_the_configuration() {
+        let ids = |ns: &[u64]| ns.iter().map(|&n| id(n)).collect::<Vec<_>>();
+        let cases: Vec<(
+            &str,
+            &[u64],
+            Vec<NodeId>,
+            PartitionMap,
+            bool,
+            Option<MembershipStep>,
+        )> = vec![
+            (
+                "steady",
+                &[1, 2, 3],
+                ids(&[1, 2, 3]),
+                map_of(&[1, 2, 3]),
+                false,
+                None,
+            ),
+            (
+                "joiner heard fresh: add to the map",
+                &[1, 2, 3, 4],
+                ids(&[1, 2, 3]),
+                map_of(&[1, 2, 3]),
+                true,
+                Some(MembershipStep::AddToMap(spec(4))),
+            ),
+            (
+                "configured but never heard fresh: wait",
+                &[1, 2, 3, 4],
+                ids(&[1, 2, 3]),
+                map_of(&[1, 2, 3]),
+                false,
+                None,
+            ),
+            (
+                "in the map, not a voter: add the voter",
+                &[1, 2, 3, 4],
+                ids(&[1, 2, 3]),
+                map_of(&[1, 2, 3, 4]),
+                false,
+                Some(MembershipStep::AddVoter(id(4))),
+            ),
+            (
+                "old config mid-add leaves it alone",
+                &[1, 2, 3],
+                ids(&[1, 2, 3]),
+                map_of(&[1, 2, 3, 4]),
+                false,
+                None,
+            ),
+            (
+                "old config after the add leaves it alone",
+                &[1, 2, 3],
+                ids(&[1, 2, 3, 4]),
+                map_of(&[1, 2, 3, 4]),
+                false,
+                None,
+            ),
+            (
+                "dropped from config, not drained: kept",
+                &[1, 2, 3],
+                ids(&[1, 2, 3, 4]),
+                map_of(&[1, 2, 3, 4]),
+                false,
+                None,
+            ),
+            (
+                "drained but still primary: wait",
+                &[1, 2, 3],
+                ids(&[1, 2, 3, 4]),
+                drained(&[1, 2, 3, 4], 4, false),
+                false,
+                Some(MembershipStep::Wait {
+                    node: id(4),
+                    reason: String::new(),
+                }),
+            ),
+            (
+                "drained and primary nowhere: remove from the map",
+                &[1, 2, 3],
+                ids(&[1, 2, 3, 4]),
+                drained(&[1, 2, 3, 4], 4, true),
+                false,
+                Some(MembershipStep::RemoveFromMap(id(4))),
+            ),
+            (
+                "drained but still configured: kept",
+                &[1, 2, 3, 4],
+                ids(&[1, 2, 3, 4]),
+                drained(&[1, 2, 3, 4], 4, true),
+                false,
+                None,
+            ),
+            (
+                "out of the map: remove the voter",
+                &[1, 2, 3],
+                ids(&[1, 2, 3, 4]),
+                map_of(&[1, 2, 3]),
+                false,
+                Some(MembershipStep::RemoveVoter(id(4))),
+            ),
+            (
+                "old config mid-remove does not re-add a voter",
+                &[1, 2, 3, 4],
+                ids(&[1, 2, 3, 4]),
+                map_of(&[1, 2, 3]),
+                true,
+                None,
+            ),
+            (
+                "a removed node still running is not re-added",
+                &[1, 2, 3, 4],
+                ids(&[1, 2, 3]),
+                map_of(&[1, 2, 3]),
+                false,
+                None,
+            ),
+            (
+                "never itself",
+                &[2, 3],
+                ids(&[1, 2, 3]),
+                map_of(&[2, 3]),
+                false,
+                None,
+            ),
+            (
+                "never below a configured majority",
+                &[1, 5, 6],
+                ids(&[1, 4]),
+                map_of(&[1]),
+                false,
+                None,
+            ),
+        ];
+        for (name, conf, voters, map, fresh, want) in cases {
+            let got = membership_step(id(1), &configured(conf), &voters, &map, &|_| fresh);
+            match (&got, &want) {
+                (
+                    Some(MembershipStep::Wait { node: a, .. }),
+                    Some(MembershipStep::Wait { node: b, .. }),
+                ) => {
+                    assert_eq!(a, b, "{name}")
+                }
+                _ => assert_eq!(got, want, "{name}"),
+            }
+        }
     }
 }

@@ -27,6 +27,8 @@ pub struct Site {
     pub configs: Vec<NodeConfig>,
     pub nodes: Vec<Option<NodeHandle>>,
     pub partitions: u32,
+    /// Every node the site may have (spares included), as `[[cluster.peers]]` entries.
+    pub all_peers: Vec<ClusterPeer>,
 }
 
 fn ip(net: u8, host: u8) -> IpAddr {
@@ -48,6 +50,15 @@ impl Site {
     /// Configures `n` nodes on 127.0.`net`.1..=n (`net` keeps concurrently running sites
     /// apart) and starts them all.
     pub async fn start(net: u8, n: u8, partitions: u32) -> Self {
+        Self::start_with_spares(net, n, 0, partitions).await
+    }
+
+    /// As [`Self::start`], with `spares` more nodes configured (certs, addresses, data
+    /// directories) but neither started nor listed as peers: see [`Self::set_members`] and
+    /// [`Self::join`].
+    pub async fn start_with_spares(net: u8, n: u8, spares: u8, partitions: u32) -> Self {
+        let running = n;
+        let n = n + spares;
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = dir.path().join("pki");
         init_dev_pki(&pki, &[SITE.to_owned()], u32::from(n)).expect("dev PKI");
@@ -97,14 +108,38 @@ impl Site {
         let mut site = Self {
             dir,
             configs,
-            nodes: Vec::new(),
+            nodes: (0..n).map(|_| None).collect(),
             partitions,
+            all_peers: peers,
         };
-        for i in 0..usize::from(n) {
+        site.set_members(&(0..usize::from(running)).collect::<Vec<_>>());
+        for i in 0..usize::from(running) {
             let node = site.boot(i).await;
-            site.nodes.push(Some(node));
+            site.nodes[i] = Some(node);
         }
         site
+    }
+
+    /// Every node's configured peers become `members` (indexes); a running node reads them
+    /// at its next (re)start.
+    pub fn set_members(&mut self, members: &[usize]) {
+        let peers: Vec<ClusterPeer> = members.iter().map(|&i| self.all_peers[i].clone()).collect();
+        for config in &mut self.configs {
+            if let Some(cluster) = config.cluster.as_mut() {
+                cluster.peers = peers.clone();
+            }
+        }
+    }
+
+    /// Starts node `i` for the first time as a node joining the running site (the `join`
+    /// marker in its empty data directory).
+    pub async fn join(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {} is stopped", i + 1);
+        let dir = self.data_dir(i);
+        std::fs::create_dir_all(&dir).expect("create the data directory");
+        std::fs::write(dir.join(server::JOIN_MARKER), b"").expect("write the join marker");
+        let node = self.boot(i).await;
+        self.nodes[i] = Some(node);
     }
 
     async fn boot(&self, i: usize) -> NodeHandle {
