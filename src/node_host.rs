@@ -60,6 +60,7 @@ pub async fn start_hosted(config: NodeConfig) -> anyhow::Result<HostedNode> {
                 hub: node.wan_hub(),
                 registry: tern_conflict::ResolverRegistry::with_builtins(),
                 tombstone_retention_ms,
+                commits: node.commit_watch(),
             };
             Some(tern_gateway::host::start(params).context("starting the WAN gateway")?)
         }

@@ -43,6 +43,10 @@ pub struct GatewayLimits {
     /// Sink: an acknowledgement is sent at once after this many batches were received since the
     /// previous one (once their records are applied).
     pub ack_batches_max: u32,
+    /// Sink: an acknowledgement is sent as soon as everything received is applied (off: only
+    /// after `ack_batches_max` batches or `ack_delay_ms_max`). Keeps a lone write's round trip
+    /// free of the ack delay; under load acks still cover whole apply rounds.
+    pub ack_when_applied: bool,
     // The backlog's byte cap is not here: the durable backlog owns it
     // (`BacklogConfig::backlog_bytes_max`, with its overflow policy).
     /// Repair: the digest tree's leaves split the 48-bit scan-position space into
@@ -85,6 +89,7 @@ impl Default for GatewayLimits {
             ack_timeout_ms: 5_000,
             ack_delay_ms_max: 2,
             ack_batches_max: 4,
+            ack_when_applied: true,
             // 65536 leaves of 16-way nodes: 4 round trips down; at 100k keys a leaf holds ~1.5.
             repair_leaf_bits: 16,
             repair_fanout_bits: 4,

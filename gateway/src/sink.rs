@@ -284,7 +284,11 @@ impl Sink {
             return;
         };
         let waited_enough = now_ms >= since.saturating_add(self.limits.ack_delay_ms_max);
-        let enough_batches = self.batches_since_ack >= self.limits.ack_batches_max
+        // Everything received is applied: ack now if enough batches came, or at once when the
+        // sink is idle (`ack_when_applied`: the source's idle link then sends its next record
+        // without waiting for the ack delay).
+        let enough_batches = (self.batches_since_ack >= self.limits.ack_batches_max
+            || self.limits.ack_when_applied)
             && self
                 .touched
                 .iter()

@@ -5,10 +5,12 @@ use crate::wire::PROTOCOL_VERSION;
 const LOCAL: SiteId = SiteId(2);
 const SOURCE: SiteId = SiteId(1);
 
+/// Acks coalesce by time and batch count here (the ack-when-applied rule has its own test).
 fn limits() -> GatewayLimits {
     GatewayLimits {
         ack_delay_ms_max: 2,
         ack_batches_max: 3,
+        ack_when_applied: false,
         ..GatewayLimits::default()
     }
 }
@@ -108,6 +110,31 @@ fn acks_cover_only_applied_records_and_are_coalesced() {
     sink.handle_timeout(18);
     assert_eq!(acks(&mut sink), vec![vec![(0, 2), (5, 1)]]);
     assert_eq!(sink.poll_timeout(), None);
+}
+
+#[test]
+fn with_ack_when_applied_an_ack_leaves_as_soon_as_everything_received_is_applied() {
+    let mut sink = Sink::new(
+        LOCAL,
+        SOURCE,
+        GatewayLimits {
+            ack_when_applied: true,
+            ..limits()
+        },
+    );
+    sink.handle_batch(batch(1, vec![rec(0, 0, 1), rec(0, 1, 2)]), 10)
+        .ok();
+    assert!(acks(&mut sink).is_empty(), "nothing applied yet");
+    let first = sink.poll_apply().map(|r| r.seq);
+    assert_eq!(first, Some(1));
+    sink.handle_applied(PartitionId(0), 1, 10);
+    assert!(acks(&mut sink).is_empty(), "seq 2 is still to apply");
+    assert_eq!(apply_all(&mut sink, 10), vec![(0, 2)]);
+    assert_eq!(
+        acks(&mut sink),
+        vec![vec![(0, 2)]],
+        "all applied: no ack delay"
+    );
 }
 
 #[test]

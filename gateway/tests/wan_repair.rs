@@ -68,6 +68,7 @@ async fn start_site(name: &'static str, id: u16, pki: &std::path::Path) -> Site 
         hub: hub.clone(),
         registry: ResolverRegistry::with_builtins(),
         tombstone_retention_ms: tern_node::limits::Limits::default().tombstone_retention_ms,
+        commits: node.commit_watch(),
     })
     .expect("gateway starts");
     Site {

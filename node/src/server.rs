@@ -18,8 +18,9 @@ use crate::config::{ClusterConfig, ConfigError, NodeConfig};
 use crate::core::{Keyspace, KeyspaceError};
 use crate::resp::{NodeContext, accept_loop};
 use crate::shell::{
-    Admin, ClusterActor, ClusterParts, Dispatcher, DrainSelf, Forwarder, MapLog, MapView,
-    PartitionLinks, Peers, ReplicaBoard, Router, Routes, StatusInput, StopCluster, Workers,
+    Admin, ClusterActor, ClusterParts, CommitWatch, Dispatcher, DrainSelf, Forwarder, MapLog,
+    MapView, PartitionLinks, Peers, ReplicaBoard, Router, Routes, StatusInput, StopCluster,
+    Workers,
 };
 use crate::transport::{Identity, Inbound, PeerConfig, TlsMaterial, Transport, TransportConfig};
 use actix::{Addr, AsyncContext};
@@ -69,6 +70,7 @@ enum StopKind {
 struct Running {
     cluster: Addr<ClusterActor>,
     router: Router,
+    commits: CommitWatch,
     wan: WanHub,
     hub: StatusHub,
     admin: AdminRequestSender,
@@ -85,6 +87,7 @@ pub struct NodeHandle {
     drain_bound: Duration,
     cluster: Addr<ClusterActor>,
     router: Router,
+    commits: CommitWatch,
     wan: WanHub,
     hub: StatusHub,
     admin: AdminRequestSender,
@@ -123,6 +126,11 @@ impl NodeHandle {
     /// each partition's primary like a client request, from any tokio runtime.
     pub fn router(&self) -> Router {
         self.router.clone()
+    }
+
+    /// Signals of the local replicas' commits (the WAN gateway's feed waits on them).
+    pub fn commit_watch(&self) -> CommitWatch {
+        self.commits.clone()
     }
 
     /// The WAN gateway's status and request channel, shared with the admin HTTP server.
@@ -258,6 +266,7 @@ pub async fn start_with_registry(
         drain_bound,
         cluster: running.cluster,
         router: running.router,
+        commits: running.commits,
         wan: running.wan,
         hub: running.hub,
         admin: running.admin,
@@ -336,6 +345,7 @@ fn run_node(
         let Booted {
             workers,
             router,
+            board,
             cluster,
             hub,
             transport,
@@ -397,6 +407,7 @@ fn run_node(
         let running = Running {
             cluster: cluster.clone(),
             router,
+            commits: CommitWatch(board),
             wan,
             hub,
             admin,
@@ -435,6 +446,7 @@ fn run_node(
 struct Booted {
     workers: Workers,
     router: Router,
+    board: Arc<ReplicaBoard>,
     cluster: Addr<ClusterActor>,
     hub: StatusHub,
     transport: Option<Transport>,
@@ -512,7 +524,7 @@ fn boot(
         forwarder: forwarder.clone(),
         partitions: workers.actors(),
         routes,
-        board,
+        board: Arc::clone(&board),
         hub: hub.clone(),
         status,
         timings,
@@ -523,6 +535,7 @@ fn boot(
     Ok(Booted {
         workers,
         router,
+        board,
         cluster,
         hub,
         transport,

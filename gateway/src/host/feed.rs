@@ -10,7 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tern_node::core::{Command, PartitionId, Response};
 use tern_node::shell::Router;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Longest idle poll of a partition that has a replica on this node (its commits wake the
+/// feed; the poll only covers a replica that stopped following its primary).
+const LOCAL_IDLE_POLL_MAX: Duration = Duration::from_millis(50);
 use tokio::task::JoinHandle;
 
 /// Per partition, a request to read the change log again from its start: set when a target is
@@ -55,12 +59,16 @@ pub fn spawn_feed(
     mut after: u64,
     settings: FeedSettings,
     rewind: Arc<FeedRewind>,
+    mut commits: Option<watch::Receiver<u64>>,
     events: mpsc::UnboundedSender<Event>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let poll_max = Duration::from_millis(settings.poll_ms_max.max(1));
         let mut idle = Duration::from_millis(1).min(poll_max);
         let mut primed = false;
+        if let Some(rx) = commits.as_mut() {
+            rx.mark_unchanged();
+        }
         loop {
             if rewind.take(partition) {
                 after = 0;
@@ -96,8 +104,22 @@ pub fn spawn_feed(
                     if events.is_closed() {
                         return;
                     }
-                    tokio::time::sleep(idle).await;
-                    idle = (idle * 2).min(poll_max);
+                    // A replica on this node signals each change of its log: wake at once on a
+                    // commit and poll rarely. Without one (the primary and backups are
+                    // elsewhere) only polling finds new records.
+                    let local = commits.as_ref().is_some_and(|rx| *rx.borrow() > 0);
+                    let cap = if local {
+                        poll_max.max(LOCAL_IDLE_POLL_MAX)
+                    } else {
+                        poll_max
+                    };
+                    match commits.as_mut() {
+                        Some(rx) => {
+                            let _ = tokio::time::timeout(idle, rx.changed()).await;
+                        }
+                        None => tokio::time::sleep(idle).await,
+                    }
+                    idle = (idle * 2).min(cap);
                     continue;
                 }
             };

@@ -117,6 +117,7 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
         hub,
         registry,
         tombstone_retention_ms,
+        commits,
     } = params;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| HostError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -175,6 +176,7 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
             after,
             settings,
             rewind.clone(),
+            commits.subscribe(partition),
             events.clone(),
         ));
     }

@@ -5,7 +5,7 @@ use crate::limits::GatewayLimits;
 use tern_conflict::{KeyspaceResolvers, ResolverRegistry};
 use tern_node::admin::WanHub;
 use tern_node::config::{WanConfig, WanFsync, WanOverflow};
-use tern_node::shell::Router;
+use tern_node::shell::{CommitWatch, Router};
 
 /// Everything [`super::start`] needs from the node it runs in.
 #[derive(Debug)]
@@ -24,6 +24,8 @@ pub struct HostParams {
     /// The node's `limits.tombstone_retention_ms`: repair digests treat older tombstones as
     /// gone, as the partitions do.
     pub tombstone_retention_ms: u64,
+    /// The node's local replicas' commit signals: the feed waits on them instead of polling.
+    pub commits: CommitWatch,
 }
 
 pub fn gateway_limits(config: &WanConfig) -> GatewayLimits {

@@ -223,6 +223,9 @@ impl PartitionActor {
     }
 
     fn deliver(&mut self) {
+        self.links
+            .board
+            .note_commit(self.partition, self.core.last_seq());
         while let Some((id, results)) = self.core.poll_response() {
             self.answer(id, Ok(Outcome::Answered(results)));
         }

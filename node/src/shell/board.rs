@@ -2,7 +2,8 @@
 //! position, backups' acknowledged positions): written by its partition actor after each
 //! assignment and tick, read by the cluster actor when it publishes a `NodeStatus`.
 use crate::core::{PartitionId, ReplicaCore, Role};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::watch;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaReport {
@@ -42,6 +43,9 @@ impl ReplicaReport {
 #[derive(Debug)]
 pub struct ReplicaBoard {
     reports: Box<[Mutex<ReplicaReport>]>,
+    /// Per partition, the local replica's last seq, sent on every change: what lets the WAN
+    /// gateway's feed wait for a commit instead of polling (see [`CommitWatch`]).
+    commits: Box<[watch::Sender<u64>]>,
 }
 
 impl ReplicaBoard {
@@ -50,6 +54,19 @@ impl ReplicaBoard {
             reports: (0..partitions)
                 .map(|_| Mutex::new(ReplicaReport::default()))
                 .collect(),
+            commits: (0..partitions).map(|_| watch::Sender::new(0)).collect(),
+        }
+    }
+
+    /// The local replica of `partition` is at `last_seq` (called after every input; wakes
+    /// watchers only when it moved).
+    pub fn note_commit(&self, partition: PartitionId, last_seq: u64) {
+        if let Some(sender) = self.commits.get(usize::from(partition.0)) {
+            sender.send_if_modified(|seen| {
+                let moved = *seen != last_seq;
+                *seen = last_seq;
+                moved
+            });
         }
     }
 
@@ -64,5 +81,20 @@ impl ReplicaBoard {
             .get(usize::from(partition.0))
             .map(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).clone())
             .unwrap_or_default()
+    }
+}
+
+/// Subscriptions to the local replicas' commits, for code outside the node (the WAN gateway's
+/// feed): a partition with a replica on this node (primary or backup) signals each change of
+/// its log; one without never does, so watchers must still poll now and then.
+#[derive(Clone, Debug)]
+pub struct CommitWatch(pub(crate) Arc<ReplicaBoard>);
+
+impl CommitWatch {
+    pub fn subscribe(&self, partition: PartitionId) -> Option<watch::Receiver<u64>> {
+        self.0
+            .commits
+            .get(usize::from(partition.0))
+            .map(watch::Sender::subscribe)
     }
 }

@@ -23,7 +23,7 @@ mod workers;
 
 pub(crate) use actor::PartitionLinks;
 pub use actor::{Execute, Outcome, PartitionActor, PartitionFailed, Reply, unix_now_ms};
-pub use board::{ReplicaBoard, ReplicaReport};
+pub use board::{CommitWatch, ReplicaBoard, ReplicaReport};
 pub(crate) use cluster::{Admin, ClusterActor, ClusterParts, DrainSelf, MapLog, StopCluster};
 pub(crate) use dispatch::Dispatcher;
 pub(crate) use forward::Forwarder;
