@@ -58,7 +58,7 @@ pub async fn start_hosted(config: NodeConfig) -> anyhow::Result<HostedNode> {
                 site_id,
                 router: node.router(),
                 hub: node.wan_hub(),
-                registry: tern_conflict::ResolverRegistry::with_builtins(),
+                resolvers: node.resolvers(),
                 tombstone_retention_ms,
                 commits: node.commit_watch(),
             };

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use redis::AsyncCommands;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
-use tern_conflict::{HlcTimestamp, ResolverRegistry, SiteId, Value, Version, Versioned};
+use tern_conflict::{HlcTimestamp, SiteId, Value, Version, Versioned};
 use tern_gateway::host::{GatewayHandle, HostParams};
 use tern_node::admin::{WanAdminError, WanAdminRequest, WanHub, WanTargetSpec, WanTargetStatus};
 use tern_node::config::{NodeConfig, WanConfig};
@@ -66,7 +66,7 @@ async fn start_site(name: &'static str, id: u16, pki: &std::path::Path) -> Site 
         site_id: id,
         router: node.router(),
         hub: hub.clone(),
-        registry: ResolverRegistry::with_builtins(),
+        resolvers: node.resolvers(),
         tombstone_retention_ms: tern_node::limits::Limits::default().tombstone_retention_ms,
         commits: node.commit_watch(),
     })

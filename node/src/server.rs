@@ -88,6 +88,7 @@ pub struct NodeHandle {
     cluster: Addr<ClusterActor>,
     router: Router,
     commits: CommitWatch,
+    resolvers: Arc<KeyspaceResolvers>,
     wan: WanHub,
     hub: StatusHub,
     admin: AdminRequestSender,
@@ -131,6 +132,12 @@ impl NodeHandle {
     /// Signals of the local replicas' commits (the WAN gateway's feed waits on them).
     pub fn commit_watch(&self) -> CommitWatch {
         self.commits.clone()
+    }
+
+    /// The conflict resolver of every key, as the partitions apply remote writes with it (the
+    /// WAN gateway counts conflicts per resolver with the same table).
+    pub fn resolvers(&self) -> Arc<KeyspaceResolvers> {
+        Arc::clone(&self.resolvers)
     }
 
     /// The WAN gateway's status and request channel, shared with the admin HTTP server.
@@ -236,11 +243,18 @@ pub async fn start_with_registry(
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel();
     let (stopped_tx, stopped_rx) = oneshot::channel();
+    let node_resolvers = Arc::clone(&resolvers);
     let thread = std::thread::Builder::new()
         .name(format!("tern-node-{}", local_addr.port()))
         .spawn(move || {
             run_node(
-                config, keyspace, resolvers, listener, local_addr, ready_tx, stop_rx,
+                config,
+                keyspace,
+                node_resolvers,
+                listener,
+                local_addr,
+                ready_tx,
+                stop_rx,
             );
             let _ = stopped_tx.send(());
         })
@@ -267,6 +281,7 @@ pub async fn start_with_registry(
         cluster: running.cluster,
         router: running.router,
         commits: running.commits,
+        resolvers,
         wan: running.wan,
         hub: running.hub,
         admin: running.admin,

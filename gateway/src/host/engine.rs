@@ -126,7 +126,7 @@ pub struct Engine {
     pub backlog: BacklogConfig,
     pub router: Router,
     pub hub: WanHub,
-    pub resolvers: KeyspaceResolvers,
+    pub resolvers: Arc<KeyspaceResolvers>,
     pub endpoint: WanEndpoint,
     pub ids: ConnIds,
     pub events: mpsc::UnboundedSender<Event>,
@@ -169,11 +169,15 @@ fn send(link: &Option<(u64, LinkOut)>, messages: Vec<Message>) {
     }
 }
 
+/// What a counter or tombstone counts for when sizing apply requests (a counter's per-site
+/// totals, or nothing): a generous flat estimate.
+const NON_BYTES_VALUE_BYTES: usize = 64;
+
 /// Payload bytes of a value, for sizing apply requests.
 fn value_len(value: &tern_conflict::Value) -> usize {
     match value {
         tern_conflict::Value::Bytes(bytes) => bytes.len(),
-        _ => 64,
+        _ => NON_BYTES_VALUE_BYTES,
     }
 }
 
@@ -200,7 +204,7 @@ impl Engine {
         backlog: BacklogConfig,
         router: Router,
         hub: WanHub,
-        resolvers: KeyspaceResolvers,
+        resolvers: Arc<KeyspaceResolvers>,
         endpoint: WanEndpoint,
         events: mpsc::UnboundedSender<Event>,
         generations: Generations,
@@ -210,7 +214,7 @@ impl Engine {
         let repair = RepairShared::new(
             limits.clone(),
             router.clone(),
-            Arc::new(resolvers.clone()),
+            Arc::clone(&resolvers),
             events.clone(),
             tombstone_retention_ms,
             config.feed_records_max,

@@ -44,8 +44,6 @@ const ADMIN_QUEUE_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("wan.resolvers: {0}")]
-    Resolver(#[from] tern_conflict::RegistryError),
     #[error("binding the WAN endpoint: {0}")]
     Endpoint(#[from] crate::net::WanNetError),
     #[error("loading the WAN log generations: {0}")]
@@ -115,7 +113,7 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
         site_id,
         router,
         hub,
-        registry,
+        resolvers,
         tombstone_retention_ms,
         commits,
     } = params;
@@ -123,7 +121,6 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let resolvers = params::resolvers(&config, &registry)?;
     let generations =
         generations::Generations::load(generations::Generations::path_in(&config.data_dir))?;
     let endpoint = WanEndpoint::bind(

@@ -2,7 +2,8 @@
 //! protocol's [`GatewayLimits`] and the backlog's [`BacklogConfig`].
 use crate::backlog::{BacklogConfig, FsyncMode, OverflowPolicy};
 use crate::limits::GatewayLimits;
-use tern_conflict::{KeyspaceResolvers, ResolverRegistry};
+use std::sync::Arc;
+use tern_conflict::KeyspaceResolvers;
 use tern_node::admin::WanHub;
 use tern_node::config::{WanConfig, WanFsync, WanOverflow};
 use tern_node::shell::{CommitWatch, Router};
@@ -18,9 +19,9 @@ pub struct HostParams {
     pub router: Router,
     /// Where the host publishes its status and reads operator requests.
     pub hub: WanHub,
-    /// Resolvers by name, for counting conflicts per resolver (the partitions resolve with the
-    /// same table, built by the node from the same config and registry).
-    pub registry: ResolverRegistry,
+    /// The node's resolver table (`NodeHandle::resolvers`): the partitions resolve with it; the
+    /// host names the resolver of each conflict it counts.
+    pub resolvers: Arc<KeyspaceResolvers>,
     /// The node's `limits.tombstone_retention_ms`: repair digests treat older tombstones as
     /// gone, as the partitions do.
     pub tombstone_retention_ms: u64,
@@ -50,19 +51,4 @@ pub fn backlog_config(config: &WanConfig) -> BacklogConfig {
         },
         ..BacklogConfig::default()
     }
-}
-
-/// The keyspace's resolver table from `[wan] resolvers` / `default_resolver`.
-pub fn resolvers(
-    config: &WanConfig,
-    registry: &ResolverRegistry,
-) -> Result<KeyspaceResolvers, tern_conflict::RegistryError> {
-    KeyspaceResolvers::new(
-        registry,
-        config
-            .resolvers
-            .iter()
-            .map(|r| (r.prefix.as_str(), r.resolver.as_str())),
-        &config.default_resolver,
-    )
 }
