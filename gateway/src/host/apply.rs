@@ -3,14 +3,13 @@
 //! replicates the result to its backups like any write. A request that fails at the shell
 //! (primary moving, node stopping) is retried with backoff: records apply idempotently.
 use super::engine::Event;
+use super::limits::APPLY_RETRY_BACKOFF_MS_MAX;
 use crate::wire::WanRecord;
 use std::time::Duration;
 use tern_node::core::{Command, CommandResult, PartitionId};
 use tern_node::shell::Router;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-
-const RETRY_BACKOFF_MS_MAX: u64 = 500;
 
 /// Applies `records` (one partition, in order) and reports back.
 pub fn spawn_apply(
@@ -38,7 +37,7 @@ pub fn spawn_apply(
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(backoff)).await;
-                    backoff = (backoff * 2).min(RETRY_BACKOFF_MS_MAX);
+                    backoff = (backoff * 2).min(APPLY_RETRY_BACKOFF_MS_MAX);
                 }
             }
         };

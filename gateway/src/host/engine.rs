@@ -6,6 +6,7 @@ use super::apply::spawn_apply;
 use super::cursors;
 use super::generations::{Generations, generation_of, seq_of, wan_seq};
 use super::lag::LagStats;
+use super::limits::{HELLO_HOLD_MS_MAX, NON_BYTES_VALUE_BYTES, STATUS_PUBLISH_MS};
 use super::links::{ConnIds, LinkOut, Side, spawn_dialer};
 use super::repair::{DumpEntries, LoadOwner, RepairShared, SourceRepair, TargetRepair};
 use crate::backlog::{BacklogConfig, FsStorage};
@@ -29,12 +30,6 @@ use tern_node::shell::Router;
 use tern_node::transport::PeerAddr;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-/// Longest a source's Hello waits for every partition's first feed page (see `prime`).
-const HELLO_HOLD_MS_MAX: u64 = 3_000;
-
-/// How often the status is published for `/v1/wan` and `/metrics`.
-const STATUS_PUBLISH_MS: u64 = 250;
 
 pub type DurableDelegator = Delegator<BacklogStore<FsStorage>>;
 
@@ -168,10 +163,6 @@ fn send(link: &Option<(u64, LinkOut)>, messages: Vec<Message>) {
         let _ = out.send(messages);
     }
 }
-
-/// What a counter or tombstone counts for when sizing apply requests (a counter's per-site
-/// totals, or nothing): a generous flat estimate.
-const NON_BYTES_VALUE_BYTES: usize = 64;
 
 /// Payload bytes of a value, for sizing apply requests.
 fn value_len(value: &tern_conflict::Value) -> usize {

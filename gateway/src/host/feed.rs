@@ -5,6 +5,7 @@
 //! the feed re-reading them later. A log found behind what was read (the partition lost its
 //! memory) is reported as `restarted`; the engine starts a new log generation and answers 0.
 use super::engine::Event;
+use super::limits::LOCAL_IDLE_POLL_MS_MAX;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,9 +13,6 @@ use tern_node::core::{Command, PartitionId, Response};
 use tern_node::shell::Router;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Longest idle poll of a partition that has a replica on this node (its commits wake the
-/// feed; the poll only covers a replica that stopped following its primary).
-const LOCAL_IDLE_POLL_MAX: Duration = Duration::from_millis(50);
 use tokio::task::JoinHandle;
 
 /// Per partition, a request to read the change log again from its start: set when a target is
@@ -109,7 +107,7 @@ pub fn spawn_feed(
                     // elsewhere) only polling finds new records.
                     let local = commits.as_ref().is_some_and(|rx| *rx.borrow() > 0);
                     let cap = if local {
-                        poll_max.max(LOCAL_IDLE_POLL_MAX)
+                        poll_max.max(Duration::from_millis(LOCAL_IDLE_POLL_MS_MAX))
                     } else {
                         poll_max
                     };

@@ -1,14 +1,12 @@
 //! Replication lag of applied records (source commit → applied here): a cumulative histogram
 //! for `tern_wan_lag_seconds` and percentiles over a recent window for `tern gateway status`.
+use super::limits::LAG_WINDOW_SAMPLES_MAX;
 use std::collections::VecDeque;
 
 /// Upper bounds of the histogram buckets, in seconds.
 pub const LAG_BUCKETS_SECONDS: [f64; 14] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
 ];
-
-/// Samples kept for percentiles.
-const WINDOW_SAMPLES_MAX: usize = 8192;
 
 #[derive(Clone, Debug, Default)]
 pub struct LagStats {
@@ -29,7 +27,7 @@ impl LagStats {
         self.sum_seconds += seconds;
         self.count += 1;
         self.last_ms = Some(lag_ms);
-        if self.window.len() == WINDOW_SAMPLES_MAX {
+        if self.window.len() == LAG_WINDOW_SAMPLES_MAX {
             self.window.pop_front();
         }
         self.window.push_back(lag_ms);

@@ -21,6 +21,7 @@ mod engine;
 mod feed;
 pub mod generations;
 pub mod lag;
+pub mod limits;
 mod links;
 pub mod params;
 mod repair;
@@ -29,6 +30,7 @@ pub use params::HostParams;
 
 use engine::{Engine, Event};
 use feed::{FeedRewind, FeedSettings, spawn_feed};
+use limits::ADMIN_QUEUE_LEN;
 use links::spawn_acceptor;
 use std::time::Duration;
 use tern_conflict::SiteId;
@@ -38,9 +40,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::net::{WanEndpoint, WanNetLimits};
-
-/// Queued operator requests (each waits for its answer; a handful is plenty).
-const ADMIN_QUEUE_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {

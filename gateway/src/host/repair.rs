@@ -10,13 +10,18 @@
 //! - [`TargetRepair`] (one per target site) initiates: a [`RepairSession`] per partition the
 //!   delegator marked ([`crate::Delegator::repair_needed`], a target-wide mark, an operator's
 //!   `Repair`) or, with `repair_interval_ms`, every partition periodically; at most
-//!   [`SESSIONS_PER_TARGET_MAX`] at once, on the dialed link. A session that finished and
+//!   [`REPAIR_SESSIONS_PER_TARGET_MAX`] at once, on the dialed link. A session that finished and
 //!   whose pushes are applied clears the partition's mark; a failed one keeps it and is
 //!   retried with backoff.
 //! - [`SourceRepair`] (one per source site) answers the sessions a source runs against us,
 //!   with a [`RepairResponder`] and a snapshot per session (messages wait while it loads).
 //! - [`RepairShared`] owns what both need: the router, snapshot loads and push queues.
 use super::engine::{DurableDelegator, Event};
+use super::limits::{
+    REPAIR_DUMP_BYTES_MAX, REPAIR_DUMP_ENTRIES_MAX, REPAIR_LOAD_ATTEMPTS_MAX,
+    REPAIR_RETRY_BACKOFF_MS_MAX, REPAIR_RETRY_BACKOFF_MS_MIN, REPAIR_SESSIONS_PER_TARGET_MAX,
+    REPAIR_TASK_BACKOFF_MS_MAX,
+};
 use crate::limits::GatewayLimits;
 use crate::repair::{
     ApplyEffect, RepairProgress, RepairResponder, RepairSession, RepairStatus, Replica,
@@ -31,19 +36,6 @@ use tern_node::core::partition::scan_position;
 use tern_node::core::{Command, CommandResult, PartitionId, Response};
 use tern_node::shell::Router;
 use tokio::sync::mpsc;
-
-/// Concurrent repair sessions towards one target (each holds a copy of its partition).
-pub const SESSIONS_PER_TARGET_MAX: usize = 4;
-/// A failed session is retried after this long, doubling up to [`RETRY_BACKOFF_MS_MAX`].
-pub const RETRY_BACKOFF_MS_MIN: u64 = 500;
-pub const RETRY_BACKOFF_MS_MAX: u64 = 60_000;
-/// One `WanDump` page while loading a snapshot.
-const DUMP_ENTRIES_MAX: u32 = 4096;
-const DUMP_BYTES_MAX: u32 = 4 * 1024 * 1024;
-/// Router failures tolerated while loading a snapshot (each after the router's own retries).
-const LOAD_ATTEMPTS_MAX: u32 = 5;
-/// Backoff of the load and push tasks between router failures.
-const TASK_BACKOFF_MS_MAX: u64 = 500;
 
 /// Entries of one partition in scan order, as `WanDump` pages them.
 pub type DumpEntries = Vec<(u64, Bytes, Versioned)>;
@@ -320,8 +312,8 @@ async fn load_partition(
     loop {
         let command = Command::WanDump {
             from_position: from,
-            entries_max: DUMP_ENTRIES_MAX,
-            bytes_max: DUMP_BYTES_MAX,
+            entries_max: REPAIR_DUMP_ENTRIES_MAX,
+            bytes_max: REPAIR_DUMP_BYTES_MAX,
         };
         let page = match router.execute(partition, vec![command]).await {
             Ok(mut results) => match results.pop() {
@@ -330,11 +322,11 @@ async fn load_partition(
             },
             Err(error) => {
                 failures += 1;
-                if failures >= LOAD_ATTEMPTS_MAX || events.is_closed() {
+                if failures >= REPAIR_LOAD_ATTEMPTS_MAX || events.is_closed() {
                     return Err(format!("reading partition {partition} for repair: {error}"));
                 }
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
-                backoff = (backoff * 2).min(TASK_BACKOFF_MS_MAX);
+                backoff = (backoff * 2).min(REPAIR_TASK_BACKOFF_MS_MAX);
                 continue;
             }
         };
@@ -373,7 +365,7 @@ fn spawn_push(
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(backoff)).await;
-                    backoff = (backoff * 2).min(TASK_BACKOFF_MS_MAX);
+                    backoff = (backoff * 2).min(REPAIR_TASK_BACKOFF_MS_MAX);
                 }
             }
         };
@@ -599,12 +591,12 @@ impl TargetRepair {
         let backoff = self
             .retry
             .get(&partition)
-            .map_or(RETRY_BACKOFF_MS_MIN, |(_, b)| *b);
+            .map_or(REPAIR_RETRY_BACKOFF_MS_MIN, |(_, b)| *b);
         self.retry.insert(
             partition,
             (
                 now_ms.saturating_add(backoff),
-                (backoff * 2).min(RETRY_BACKOFF_MS_MAX),
+                (backoff * 2).min(REPAIR_RETRY_BACKOFF_MS_MAX),
             ),
         );
         tracing::warn!(
@@ -770,7 +762,7 @@ impl TargetRepair {
             .chain(self.periodic_due.iter().copied())
             .collect();
         for partition in wanted {
-            if self.sessions.len() >= SESSIONS_PER_TARGET_MAX {
+            if self.sessions.len() >= REPAIR_SESSIONS_PER_TARGET_MAX {
                 return;
             }
             if self.sessions.contains_key(&partition)
@@ -806,10 +798,9 @@ impl TargetRepair {
         });
         // Retries wait for the link (its coming up drives again) and only matter while a
         // session slot is free (a completion drives again).
-        let retries =
-            self.retry.values().map(|(at, _)| *at).filter(|at| {
-                link_up && *at > now_ms && self.sessions.len() < SESSIONS_PER_TARGET_MAX
-            });
+        let retries = self.retry.values().map(|(at, _)| *at).filter(|at| {
+            link_up && *at > now_ms && self.sessions.len() < REPAIR_SESSIONS_PER_TARGET_MAX
+        });
         sessions.chain(retries).chain(self.next_periodic_ms).min()
     }
 }
