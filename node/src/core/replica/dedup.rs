@@ -46,9 +46,14 @@ impl DedupTable {
             return;
         }
         self.index.insert(outcome.id, outcome.seq);
-        // Outcomes arrive in seq order; the search only matters after a resend reordered them.
-        let at = self.order.partition_point(|o| o.seq <= outcome.seq);
-        self.order.insert(at, outcome);
+        // Outcomes arrive in seq order (append, the hot path: one per write); the search only
+        // matters after a resend reordered them.
+        if self.order.back().is_none_or(|last| last.seq <= outcome.seq) {
+            self.order.push_back(outcome);
+        } else {
+            let at = self.order.partition_point(|o| o.seq <= outcome.seq);
+            self.order.insert(at, outcome);
+        }
         while self.order.len() > self.capacity {
             if let Some(evicted) = self.order.pop_front() {
                 self.index.remove(&evicted.id);
@@ -84,7 +89,17 @@ impl DedupTable {
         self.order.len()
     }
 
+    /// The first position whose seq is `>= seq`. Lookups are nearly always for the newest few
+    /// outcomes (the next batch for a backup, a just-retried request), so look back a little
+    /// from the end before searching the whole table.
     fn position_of_seq(&self, seq: u64) -> usize {
+        const SCAN_FROM_BACK_MAX: usize = 32;
+        let len = self.order.len();
+        for (back, outcome) in self.order.iter().rev().take(SCAN_FROM_BACK_MAX).enumerate() {
+            if outcome.seq < seq {
+                return len - back;
+            }
+        }
         self.order.partition_point(|o| o.seq < seq)
     }
 }
@@ -145,5 +160,52 @@ mod tests {
             }),
             Some(&[Ok(Response::Int(7))][..])
         );
+    }
+    /// The fast paths (append, look back from the end) against a plain sorted model, with
+    /// resends out of order and tables longer than the look-back.
+    #[test]
+    fn lookups_match_a_sorted_model_with_reordered_inserts() {
+        for (capacity, count) in [(5usize, 40u64), (100, 300), (1000, 200)] {
+            let mut table = DedupTable::new(capacity);
+            let mut model: Vec<(u64, u64)> = Vec::new(); // (seq, counter), insertion-stable
+            for counter in 0..count {
+                // Mostly ascending; every 7th arrives late, behind 1..=40 newer ones.
+                let seq = if counter % 7 == 3 {
+                    (counter * 2).saturating_sub(1 + counter % 40)
+                } else {
+                    counter * 2
+                };
+                table.insert(outcome(counter, seq));
+                let at = model.partition_point(|&(s, _)| s <= seq);
+                model.insert(at, (seq, counter));
+                while model.len() > capacity {
+                    model.remove(0);
+                }
+            }
+            let in_table: Vec<(u64, u64)> =
+                table.order.iter().map(|o| (o.seq, o.id.counter)).collect();
+            assert_eq!(in_table, model, "capacity {capacity}");
+            for after in (0..count * 2).step_by(5) {
+                for span in [0, 1, 9, 80] {
+                    let got: Vec<u64> = table
+                        .between(after, after + span)
+                        .map(|o| o.id.counter)
+                        .collect();
+                    let want: Vec<u64> = model
+                        .iter()
+                        .filter(|&&(s, _)| s > after && s <= after + span)
+                        .map(|&(_, c)| c)
+                        .collect();
+                    assert_eq!(got, want, "capacity {capacity}, between({after}, +{span})");
+                }
+            }
+            for &(_, counter) in &model {
+                let id = RequestId { origin: 1, counter };
+                assert_eq!(
+                    table.get(&id),
+                    Some(&[Ok(Response::Int(counter as i64))][..])
+                );
+            }
+        }
     }
 }
