@@ -125,11 +125,24 @@ pub struct ForcePrimaryArgs {
     #[command(flatten)]
     pub admin: AdminArgs,
     /// The partition without primary (`tern space list-instances` shows which).
-    #[arg(long, value_name = "P")]
-    pub partition: u16,
-    /// The node id to make its primary (up and registered).
-    #[arg(long, value_name = "N")]
-    pub node: u64,
+    #[arg(
+        long,
+        value_name = "P",
+        required_unless_present = "all_without_primary"
+    )]
+    pub partition: Option<u16>,
+    /// Every partition the node at `--admin` sees without primary (e.g. after the whole site
+    /// restarted: no copy kept its data), each on its first replica that is up unless `--node`
+    /// names one.
+    #[arg(long, conflicts_with = "partition")]
+    pub all_without_primary: bool,
+    /// The node id to make its primary (up and registered); required with `--partition`.
+    #[arg(
+        long,
+        value_name = "N",
+        required_unless_present = "all_without_primary"
+    )]
+    pub node: Option<u64>,
     /// Required: acknowledges that writes acknowledged by the lost primary but held by no other
     /// node are lost.
     #[arg(long, required = true)]
