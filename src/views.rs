@@ -295,6 +295,7 @@ mod tests {
                 member(3, MemberState::Down, None),
             ],
             failovers_total: 1,
+            wan_writes_refused_total: 0,
         }
     }
 

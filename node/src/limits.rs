@@ -31,6 +31,11 @@ pub struct Limits {
     /// the gateway to read; older records are dropped and readers behind them must resync from a
     /// snapshot. A node retains up to this times its partition count.
     pub change_log_bytes_max: usize,
+    /// Longest a WAN gateway's read of a change log may hold it (`overflow = "block_writes"`:
+    /// local writes that would drop records the gateway has not read are refused while the hold
+    /// lasts). The gateway renews it on every read, so this only bounds how long a gateway that
+    /// died keeps writes blocked. 0 disables holds: writes are never refused for the WAN.
+    pub wan_hold_ms_max: u64,
     /// How long a delete's tombstone is kept so a concurrent remote write cannot resurrect it.
     pub tombstone_retention_ms: u64,
     /// Most expired keys one expiry sweep removes from a partition (bounds a tick's latency).
@@ -88,6 +93,7 @@ impl Default for Limits {
             pipeline_commands_max: 1024,
             partition_mailbox_messages_max: 4096,
             change_log_bytes_max: 1024 * 1024,
+            wan_hold_ms_max: 60_000,
             tombstone_retention_ms: 24 * 60 * 60 * 1000,
             expiry_sweep_keys_max: 1000,
             scan_count_max: 10_000,

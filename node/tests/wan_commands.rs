@@ -67,6 +67,7 @@ async fn changes_after(
         after_seq,
         records_max: 100,
         bytes_max: 1 << 20,
+        hold_ms: 0,
     };
     match execute(node, partition, command).await {
         Ok(Response::WanChanges(page)) => page,

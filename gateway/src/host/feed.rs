@@ -4,6 +4,13 @@
 //! That answer is the backpressure: a delegator that refused records (a full backlog) keeps
 //! the feed re-reading them later. A log found behind what was read (the partition lost its
 //! memory) is reported as `restarted`; the engine starts a new log generation and answers 0.
+//!
+//! With `overflow = "block_writes"` every read also *holds* the log after the cursor
+//! ([`FeedSettings::hold_ms`]): the primary then refuses local writes that would drop records
+//! the feed has not read, so a full backlog blocks writes instead of losing records to the
+//! log's byte cap. The hold is a lease renewed by every read; while the engine refuses records
+//! the feed re-reads every `poll_ms_max`, far more often than the lease runs out
+//! ([`hold_ms_for`]), and a gateway that stops reading releases the writes when it lapses.
 use super::engine::Event;
 use super::limits::LOCAL_IDLE_POLL_MS_MAX;
 use std::sync::Arc;
@@ -48,6 +55,25 @@ pub struct FeedSettings {
     pub poll_ms_max: u64,
     pub records_max: u32,
     pub bytes_max: u32,
+    /// The lease each read asks the primary to hold the log for (0: no hold, the
+    /// `drop_and_repair` policy).
+    pub hold_ms: u32,
+}
+
+/// Shortest hold lease: long enough that a read delayed by a failover, a slow router hop or a
+/// busy node does not let the hold lapse while the gateway is alive, short enough that writes
+/// resume soon after the gateway dies. (The node caps it by `limits.wan_hold_ms_max`.)
+pub const HOLD_MS_MIN: u64 = 10_000;
+/// The lease spans at least this many of the feed's longest pauses between reads.
+const HOLD_READS_MIN: u64 = 20;
+
+/// The hold lease for a feed polling at most every `poll_ms_max`: the feed re-reads within
+/// `max(poll_ms_max, LOCAL_IDLE_POLL_MS_MAX)` (plus the read itself) while records wait, so the
+/// lease is at least [`HOLD_READS_MIN`] of those and never under [`HOLD_MS_MIN`].
+pub fn hold_ms_for(poll_ms_max: u64) -> u32 {
+    let refresh_ms = poll_ms_max.max(LOCAL_IDLE_POLL_MS_MAX);
+    let hold_ms = refresh_ms.saturating_mul(HOLD_READS_MIN).max(HOLD_MS_MIN);
+    u32::try_from(hold_ms).unwrap_or(u32::MAX)
 }
 
 /// Reads `partition`'s change log after `after` forever (until the engine goes away).
@@ -71,10 +97,12 @@ pub fn spawn_feed(
             if rewind.take(partition) {
                 after = 0;
             }
+            // Every read renews the hold, including the re-reads while the engine refuses.
             let command = Command::WanChanges {
                 after_seq: after,
                 records_max: settings.records_max,
                 bytes_max: settings.bytes_max,
+                hold_ms: settings.hold_ms,
             };
             let page = match router.execute(partition, vec![command]).await {
                 Ok(mut results) => match results.pop() {
@@ -152,4 +180,32 @@ pub fn spawn_feed(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hold_outlasts_many_refresh_intervals() {
+        // (feed_poll_ms_max, expected lease)
+        let cases = [
+            (1, HOLD_MS_MIN),
+            (4, HOLD_MS_MIN),
+            (1_000, 20_000),
+            (u64::MAX, u64::from(u32::MAX)),
+        ];
+        for (poll_ms_max, expected) in cases {
+            let hold_ms = u64::from(hold_ms_for(poll_ms_max));
+            assert_eq!(hold_ms, expected, "poll {poll_ms_max}");
+            let refresh_ms = poll_ms_max.max(LOCAL_IDLE_POLL_MS_MAX);
+            assert!(
+                hold_ms
+                    >= refresh_ms
+                        .saturating_mul(HOLD_READS_MIN)
+                        .min(u64::from(u32::MAX)),
+                "poll {poll_ms_max}: lease {hold_ms} ms is not well over the refresh"
+            );
+        }
+    }
 }

@@ -161,6 +161,14 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
         poll_ms_max: config.feed_poll_ms_max,
         records_max: config.feed_records_max,
         bytes_max: config.feed_bytes_max,
+        // `block_writes`: hold each partition's log after the feed's cursor, so a full backlog
+        // blocks local writes at the primaries instead of letting the log drop records.
+        hold_ms: match config.overflow {
+            tern_node::config::WanOverflow::BlockWrites => {
+                feed::hold_ms_for(config.feed_poll_ms_max)
+            }
+            tern_node::config::WanOverflow::DropAndRepair => 0,
+        },
     };
     let rewind = FeedRewind::new(router.keyspace().partitions().count());
     engine.feed_rewind = Some(rewind.clone());

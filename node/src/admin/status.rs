@@ -24,6 +24,10 @@ pub struct NodeStatus {
     pub members: Vec<MemberStatus>,
     /// Primaries this node took over because another failed.
     pub failovers_total: u64,
+    /// Client writes this node's primaries refused because the WAN gateway held their change
+    /// logs (`[wan] overflow = "block_writes"` and a full backlog).
+    #[serde(default)]
+    pub wan_writes_refused_total: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

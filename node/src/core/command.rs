@@ -93,10 +93,17 @@ pub enum Command {
     },
     /// Read committed change records after `after_seq` (the WAN gateway's delegator). Never sent
     /// by RESP.
+    ///
+    /// `hold_ms > 0` (overflow policy `block_writes`) also asks the primary to keep every record
+    /// after `after_seq` for that long (capped by `wan_hold_ms_max`): a local write that would
+    /// make the change log drop one is refused with [`CommandError::WanBacklogFull`] instead.
+    /// The latest read sets the hold; it is a lease, so a gateway that stops reading releases
+    /// it. `hold_ms = 0` leaves any hold alone.
     WanChanges {
         after_seq: u64,
         records_max: u32,
         bytes_max: u32,
+        hold_ms: u32,
     },
     /// Read every stored entry (tombstones and unswept expired values included) from scan
     /// position `from_position` on, in scan order, for the WAN gateway's repair. A page holds
@@ -185,6 +192,13 @@ pub enum CommandError {
     ValueTooLarge { len: usize, max: usize },
     #[error("ERR key of {len} bytes exceeds key_bytes_max ({max} bytes)")]
     KeyTooLarge { len: usize, max: usize },
+    /// The WAN gateway holds the change log (`overflow = "block_writes"`, its backlog to a
+    /// remote site is full) and this write would drop records it has not read. Nothing was
+    /// applied; the client retries.
+    #[error(
+        "TRYAGAIN WAN backlog to a remote site is full (overflow = block_writes); write refused"
+    )]
+    WanBacklogFull,
 }
 
 pub type CommandResult = Result<Response, CommandError>;

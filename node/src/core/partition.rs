@@ -5,7 +5,7 @@
 //! record (the deadline itself was replicated with the write). An expired value turns into a
 //! tombstone that keeps its version, so a late concurrent write is resolved against it the same
 //! way everywhere, and the tombstone is purged after `tombstone_retention_ms`.
-use super::change_log::ChangeLog;
+use super::change_log::{ChangeLog, record_bytes};
 pub use super::change_log::{ChangeRecord, LogTruncated, SeqGap};
 use super::command::{
     Command, CommandError, CommandResult, Expiry, Response, SetCondition, TtlUnit, WanChangesPage,
@@ -75,6 +75,24 @@ pub struct PartitionCore {
     /// Which resolver settles concurrent versions of which key, for [`Command::WanApply`]. Only
     /// the primary uses it: backups replicate the resolved entry.
     resolvers: Arc<KeyspaceResolvers>,
+    /// The WAN gateway's hold on the change log (`overflow = "block_writes"`), if one was asked.
+    wan_hold: Option<WanHold>,
+    /// Local writes refused because of [`Self::wan_hold`] (for the node's metrics).
+    wan_writes_refused: u64,
+}
+
+/// "The WAN gateway still needs every record after `after_seq`, until `until_ms`": set by a
+/// [`Command::WanChanges`] read with `hold_ms > 0`. While it lasts, a local write that would
+/// make the change log drop one of those records is refused ([`CommandError::WanBacklogFull`]).
+///
+/// Only local writes are refused. A remote entry (`WanApply`) still commits: refusing it could
+/// deadlock two sites whose backlogs to each other are both full (each waits for the other's
+/// acknowledgements, which need the applies it refuses); a record it pushes out is found
+/// missing by the gateway, which marks the partition for repair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WanHold {
+    pub after_seq: u64,
+    pub until_ms: u64,
 }
 
 impl PartitionCore {
@@ -92,6 +110,8 @@ impl PartitionCore {
             value_entries: 0,
             log,
             resolvers: Arc::default(),
+            wan_hold: None,
+            wan_writes_refused: 0,
         }
     }
 
@@ -135,7 +155,7 @@ impl PartitionCore {
                 i64::try_from(self.live_keys_at(now_ms)).unwrap_or(i64::MAX),
             )),
             Command::FlushAll => {
-                self.flush_all(now_ms);
+                self.flush_all(now_ms)?;
                 Ok(Response::Ok)
             }
             Command::WanApply { key, entry } => self.wan_apply(key, entry, now_ms),
@@ -143,11 +163,15 @@ impl PartitionCore {
                 after_seq,
                 records_max,
                 bytes_max,
-            } => Ok(Response::WanChanges(self.wan_changes(
-                after_seq,
-                records_max,
-                bytes_max,
-            ))),
+                hold_ms,
+            } => {
+                self.hold_for_wan(after_seq, hold_ms, now_ms);
+                Ok(Response::WanChanges(self.wan_changes(
+                    after_seq,
+                    records_max,
+                    bytes_max,
+                )))
+            }
             Command::WanDump {
                 from_position,
                 entries_max,
@@ -191,6 +215,16 @@ impl PartitionCore {
         after_seq: u64,
     ) -> Result<impl Iterator<Item = &ChangeRecord>, LogTruncated> {
         self.log.since(after_seq)
+    }
+
+    /// The WAN gateway's hold on the change log, if one is live at `now_ms`.
+    pub fn wan_hold(&self, now_ms: u64) -> Option<WanHold> {
+        self.wan_hold.filter(|hold| now_ms < hold.until_ms)
+    }
+
+    /// Local writes refused so far because the WAN gateway held the change log.
+    pub fn wan_writes_refused(&self) -> u64 {
+        self.wan_writes_refused
     }
 
     /// The stored entry for `key`, tombstones and expired entries included (for replication,
@@ -266,6 +300,45 @@ impl PartitionCore {
             conflict: applied.is_conflict(),
             clock_rejected: applied.clock.is_err(),
         })
+    }
+
+    /// [`Command::WanChanges`] with `hold_ms > 0`: hold the log after `after_seq` until
+    /// `now_ms + hold_ms` (at most `wan_hold_ms_max`). The latest read replaces the hold, so it
+    /// follows the gateway's cursor forward; `hold_ms = 0` (another policy, or another reader)
+    /// leaves it to expire.
+    fn hold_for_wan(&mut self, after_seq: u64, hold_ms: u32, now_ms: u64) {
+        let hold_ms = u64::from(hold_ms).min(self.config.limits.wan_hold_ms_max);
+        if hold_ms == 0 {
+            return;
+        }
+        self.wan_hold = Some(WanHold {
+            after_seq,
+            until_ms: now_ms.saturating_add(hold_ms),
+        });
+    }
+
+    /// Refuse a local write whose change records (`added_bytes` in all) would make the log
+    /// drop a record the WAN gateway holds. Called before anything is applied.
+    ///
+    /// A write that alone exceeds the whole log (a value near `change_log_bytes_max`, or
+    /// FLUSHALL of more keys than the log holds) is refused only while the gateway has unread
+    /// records: once it has read everything before it, the write goes in and drops only its
+    /// own older records, which the gateway finds missing and repairs. So it waits for the WAN
+    /// like any write, but never forever.
+    fn check_wan_hold(&mut self, added_bytes: usize, now_ms: u64) -> Result<(), CommandError> {
+        let Some(hold) = self.wan_hold else {
+            return Ok(());
+        };
+        if now_ms >= hold.until_ms {
+            // Lapsed: the gateway stopped reading (dead, moved, or no longer blocking).
+            self.wan_hold = None;
+            return Ok(());
+        }
+        if self.log.would_drop_after(hold.after_seq, added_bytes) {
+            self.wan_writes_refused += 1;
+            return Err(CommandError::WanBacklogFull);
+        }
+        Ok(())
     }
 
     /// [`Command::WanChanges`]: a page of the change log after `after_seq`. No limit of its own
@@ -437,13 +510,13 @@ impl PartitionCore {
             Deadline::At(at) if at <= now_ms => {
                 // Already expired (EXAT/PXAT in the past): Redis deletes the key.
                 if exists {
-                    self.write_tombstone(key, now_ms);
+                    self.write_tombstone(key, now_ms)?;
                 }
                 return Ok(reply);
             }
             Deadline::At(at) => Some(at),
         };
-        self.write(key, Value::Bytes(value), expires_at_ms, now_ms);
+        self.write(key, Value::Bytes(value), expires_at_ms, now_ms)?;
         Ok(reply)
     }
 
@@ -451,7 +524,7 @@ impl PartitionCore {
         if self.live(&key, now_ms).is_none() {
             return Ok(Response::Int(0));
         }
-        self.write_tombstone(key, now_ms);
+        self.write_tombstone(key, now_ms)?;
         Ok(Response::Int(1))
     }
 
@@ -477,7 +550,7 @@ impl PartitionCore {
         let new_value = counter
             .add(site, delta)
             .map_err(|_| CommandError::Overflow)?;
-        self.write(key, Value::Counter(counter), expires_at_ms, now_ms);
+        self.write(key, Value::Counter(counter), expires_at_ms, now_ms)?;
         Ok(Response::Int(new_value))
     }
 
@@ -499,10 +572,10 @@ impl PartitionCore {
         };
         match deadline {
             // A deadline not in the future deletes the key, as in Redis.
-            None => self.write_tombstone(key, now_ms),
+            None => self.write_tombstone(key, now_ms)?,
             Some(at) => {
                 let value = entry.value.clone();
-                self.write(key, value, Some(at), now_ms);
+                self.write(key, value, Some(at), now_ms)?;
             }
         }
         Ok(Response::Int(1))
@@ -551,13 +624,24 @@ impl PartitionCore {
         Response::ScanPage { keys, next: None }
     }
 
-    fn flush_all(&mut self, now_ms: u64) {
-        let keys: Vec<Bytes> = self.scan_index.iter().map(|(_, key)| key.clone()).collect();
-        for key in keys {
+    fn flush_all(&mut self, now_ms: u64) -> Result<(), CommandError> {
+        let stored: Vec<Bytes> = self.scan_index.iter().map(|(_, key)| key.clone()).collect();
+        let mut keys = Vec::new();
+        for key in stored {
             if self.live(&key, now_ms).is_some() {
-                self.write_tombstone(key, now_ms);
+                keys.push(key);
             }
         }
+        // All or nothing for the WAN hold: size every tombstone before writing the first.
+        let tombstones_bytes = keys
+            .iter()
+            .map(|key| record_bytes(key, &Value::Tombstone))
+            .sum();
+        self.check_wan_hold(tombstones_bytes, now_ms)?;
+        for key in keys {
+            self.write_tombstone(key, now_ms)?;
+        }
+        Ok(())
     }
 
     // --- state helpers ---
@@ -595,8 +679,16 @@ impl PartitionCore {
         self.entries.get(key)
     }
 
-    /// Commit a client write of `value` to `key`.
-    fn write(&mut self, key: Bytes, value: Value, expires_at_ms: Option<u64>, now_ms: u64) {
+    /// Commit a client write of `value` to `key`, unless the WAN gateway's hold refuses it
+    /// (then nothing changes: not the entry, the clock, nor the log).
+    fn write(
+        &mut self,
+        key: Bytes,
+        value: Value,
+        expires_at_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), CommandError> {
+        self.check_wan_hold(record_bytes(&key, &value), now_ms)?;
         let hlc = self.hlc.now(now_ms);
         let site = self.config.site;
         let version = match self.entries.get(&key) {
@@ -610,11 +702,12 @@ impl PartitionCore {
         };
         self.store(key.clone(), entry.clone());
         self.log.append(key, entry);
+        Ok(())
     }
 
-    fn write_tombstone(&mut self, key: Bytes, now_ms: u64) {
+    fn write_tombstone(&mut self, key: Bytes, now_ms: u64) -> Result<(), CommandError> {
         let purge_at = now_ms.saturating_add(self.config.limits.tombstone_retention_ms);
-        self.write(key, Value::Tombstone, Some(purge_at), now_ms);
+        self.write(key, Value::Tombstone, Some(purge_at), now_ms)
     }
 
     /// Replace `key`'s entry, keeping the indexes and counts in step.
@@ -769,3 +862,7 @@ mod wan_tests;
 #[cfg(test)]
 #[path = "partition_dump_tests.rs"]
 mod dump_tests;
+
+#[cfg(test)]
+#[path = "partition_hold_tests.rs"]
+mod partition_hold_tests;

@@ -286,6 +286,7 @@ fn wan_apply_is_a_write_and_wan_changes_a_read() {
         after_seq: 0,
         records_max: 1,
         bytes_max: 1,
+        hold_ms: 0,
     };
     assert!(apply.is_write());
     assert!(!read.is_write());
@@ -364,6 +365,7 @@ fn changes(
         after_seq,
         records_max,
         bytes_max,
+        hold_ms: 0,
     };
     match core.handle_command(command, T0) {
         Ok(R::WanChanges(page)) => (page.records.iter().map(|r| r.seq).collect(), page.last_seq),
@@ -420,6 +422,7 @@ fn wan_changes_pages_by_records_and_bytes() {
             after_seq: 4,
             records_max: 1,
             bytes_max: all,
+            hold_ms: 0,
         },
         T0,
     ) else {

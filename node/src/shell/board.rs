@@ -14,6 +14,8 @@ pub struct ReplicaReport {
     pub backups_acked: Vec<(u64, u64)>,
     /// The core panicked; the partition no longer serves.
     pub failed: bool,
+    /// Local writes the partition refused for the WAN gateway's hold (`block_writes`).
+    pub wan_writes_refused: u64,
 }
 
 impl Default for ReplicaReport {
@@ -24,6 +26,7 @@ impl Default for ReplicaReport {
             last_seq: 0,
             backups_acked: Vec::new(),
             failed: false,
+            wan_writes_refused: 0,
         }
     }
 }
@@ -36,6 +39,7 @@ impl ReplicaReport {
             last_seq: core.last_seq(),
             backups_acked: core.backup_acked_seqs(),
             failed,
+            wan_writes_refused: core.partition().wan_writes_refused(),
         }
     }
 }

@@ -31,6 +31,7 @@ pub fn build_status(
     let me = view.me;
     let map = &view.map;
     let mut ready = view.registered;
+    let mut wan_writes_refused_total = 0;
     let partitions = map
         .partitions()
         .iter()
@@ -39,6 +40,7 @@ pub fn build_status(
             let partition = PartitionId(u16::try_from(i).unwrap_or(u16::MAX));
             let local = a.replicas.contains(&me).then(|| board.get(partition));
             if let Some(report) = &local {
+                wan_writes_refused_total += report.wan_writes_refused;
                 let caught_up = if a.primary == Some(me) {
                     report.role == Role::Primary && report.epoch == a.epoch
                 } else {
@@ -125,5 +127,6 @@ pub fn build_status(
         partitions,
         members,
         failovers_total,
+        wan_writes_refused_total,
     }
 }

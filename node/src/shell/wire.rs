@@ -200,6 +200,15 @@ pub enum WireCommand {
         entries_max: u32,
         bytes_max: u32,
     },
+    /// `WanChanges` with a hold (`hold_ms > 0`). A variant of its own rather than a new field of
+    /// `WanChanges`, so a read without a hold keeps the previous release's encoding (a node of
+    /// that release refuses a held read as an unknown command instead of dropping the hold).
+    WanChangesHeld {
+        after_seq: u64,
+        records_max: u32,
+        bytes_max: u32,
+        hold_ms: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,10 +299,22 @@ impl From<&Command> for WireCommand {
                 after_seq,
                 records_max,
                 bytes_max,
+                hold_ms: 0,
             } => Self::WanChanges {
                 after_seq: *after_seq,
                 records_max: *records_max,
                 bytes_max: *bytes_max,
+            },
+            Command::WanChanges {
+                after_seq,
+                records_max,
+                bytes_max,
+                hold_ms,
+            } => Self::WanChangesHeld {
+                after_seq: *after_seq,
+                records_max: *records_max,
+                bytes_max: *bytes_max,
+                hold_ms: *hold_ms,
             },
             Command::WanDump {
                 from_position,
@@ -365,6 +386,18 @@ impl From<WireCommand> for Command {
                 after_seq,
                 records_max,
                 bytes_max,
+                hold_ms: 0,
+            },
+            WireCommand::WanChangesHeld {
+                after_seq,
+                records_max,
+                bytes_max,
+                hold_ms,
+            } => Self::WanChanges {
+                after_seq,
+                records_max,
+                bytes_max,
+                hold_ms,
             },
             WireCommand::WanDump {
                 from_position,
@@ -435,6 +468,24 @@ mod tests {
                 },
                 12,
             ),
+            (
+                WireCommand::from(&Command::WanChanges {
+                    after_seq: 0,
+                    records_max: 0,
+                    bytes_max: 0,
+                    hold_ms: 0,
+                }),
+                11,
+            ),
+            (
+                WireCommand::from(&Command::WanChanges {
+                    after_seq: 0,
+                    records_max: 0,
+                    bytes_max: 0,
+                    hold_ms: 1,
+                }),
+                13,
+            ),
         ];
         for (command, tag) in tags {
             let bytes = postcard::to_allocvec(&command).expect("encode");
@@ -500,6 +551,13 @@ mod tests {
                 after_seq: u64::MAX,
                 records_max: 7,
                 bytes_max: u32::MAX,
+                hold_ms: 0,
+            },
+            Command::WanChanges {
+                after_seq: 3,
+                records_max: 7,
+                bytes_max: 9,
+                hold_ms: u32::MAX,
             },
             Command::WanDump {
                 from_position: (1 << 48) - 1,
@@ -533,6 +591,7 @@ mod tests {
         let results = vec![
             Ok(Response::Int(4)),
             Err(CommandError::WrongType),
+            Err(CommandError::WanBacklogFull),
             Ok(Response::WanApplied {
                 changed: true,
                 conflict: false,

@@ -153,6 +153,7 @@ mod wire_results {
             entries: Vec<(u64, Bytes, Versioned)>,
             next: Option<u64>,
         },
+        WanBacklogFull,
     }
 
     /// `ChangeRecord` on the wire (the core type carries no serde).
@@ -212,6 +213,7 @@ mod wire_results {
                 len: *len,
                 max: *max,
             },
+            Err(CommandError::WanBacklogFull) => WireResult::WanBacklogFull,
         }
     }
 
@@ -254,6 +256,7 @@ mod wire_results {
             WireResult::InvalidExpire => Err(CommandError::InvalidExpire { command: "expire" }),
             WireResult::ValueTooLarge { len, max } => Err(CommandError::ValueTooLarge { len, max }),
             WireResult::KeyTooLarge { len, max } => Err(CommandError::KeyTooLarge { len, max }),
+            WireResult::WanBacklogFull => Err(CommandError::WanBacklogFull),
         }
     }
 
@@ -293,6 +296,7 @@ mod tests {
                 }),
                 11,
             ),
+            (Err(CommandError::WanBacklogFull), 14),
         ];
         for (result, tag) in cases {
             let outcome = RequestOutcome {

@@ -87,6 +87,7 @@ fn a_wan_apply_at_the_primary_reaches_the_backup_without_its_resolver() {
         after_seq: 1,
         records_max: 10,
         bytes_max: u32::MAX,
+        hold_ms: 0,
     };
     net.request(1, rid(4), vec![read]);
     net.settle();
