@@ -418,6 +418,7 @@ fn run_node(
             local_addr.port(),
             config.site,
             workers.len(),
+            hub.clone(),
         ));
         let running = Running {
             cluster: cluster.clone(),

@@ -42,7 +42,7 @@ async fn connection_commands_answer_like_redis() {
             (&["CONFIG", "GET", "appendonly"], "[\"appendonly\", \"no\"]"),
             (&["CONFIG", "GET", "nosuch"], "[]"),
             (&["COMMAND", "DOCS"], "[]"),
-            (&["COMMAND", "COUNT"], ":29"),
+            (&["COMMAND", "COUNT"], ":32"),
             (&["COMMAND", "INFO", "nosuch"], "[nil]"),
             (&["COMMAND", "INFO", "get"], "[[\"get\", :2, [+readonly, +fast], :1, :1, :1, [], [], [], []]]"),
             (&["COMMAND", "FOO"], "-ERR unknown subcommand 'FOO'. Try COMMAND HELP."),

@@ -1,5 +1,5 @@
 //! Replies of the connection and server commands that need no partition (or, for INFO, only
-//! the key count): HELLO, CLIENT, COMMAND, CONFIG, INFO.
+//! the key count): HELLO, CLIENT, COMMAND, CONFIG, INFO. CLUSTER is in `cluster_cmd`.
 use super::args::{Args, lossy};
 use super::framing::parse_i64;
 use super::reply;
@@ -254,7 +254,9 @@ pub const INFO_CLIENTS: u8 = 2;
 pub const INFO_MEMORY: u8 = 4;
 pub const INFO_REPLICATION: u8 = 8;
 pub const INFO_KEYSPACE: u8 = 16;
-const INFO_ALL: u8 = INFO_SERVER | INFO_CLIENTS | INFO_MEMORY | INFO_REPLICATION | INFO_KEYSPACE;
+pub const INFO_CLUSTER: u8 = 32;
+const INFO_ALL: u8 =
+    INFO_SERVER | INFO_CLIENTS | INFO_MEMORY | INFO_REPLICATION | INFO_CLUSTER | INFO_KEYSPACE;
 
 /// INFO's sections as a bitmask; unknown names select nothing, like Redis.
 pub fn info_sections(args: &Args<'_>) -> u8 {
@@ -268,6 +270,7 @@ pub fn info_sections(args: &Args<'_>) -> u8 {
             b"memory" => INFO_MEMORY,
             b"replication" => INFO_REPLICATION,
             b"keyspace" => INFO_KEYSPACE,
+            b"cluster" => INFO_CLUSTER,
             b"all" | b"default" | b"everything" => INFO_ALL,
             _ => 0,
         }
@@ -337,6 +340,12 @@ pub fn info(out: &mut Vec<u8>, node: &NodeContext, sections: u8, keys: i64) {
             ("role", "master".to_owned()),
             ("connected_slaves", "0".to_owned()),
         ],
+    );
+    // Cluster-mode clients and tools check this before asking CLUSTER SLOTS / NODES.
+    section(
+        INFO_CLUSTER,
+        "Cluster",
+        &[("cluster_enabled", "1".to_owned())],
     );
     // Like Redis, an empty database is not listed. Expiry statistics are not tracked.
     let keyspace: Vec<(&str, String)> = if keys > 0 {

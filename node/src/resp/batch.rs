@@ -118,14 +118,42 @@ impl Batch {
         }
     }
 
-    /// Empties the batch for reuse, keeping allocations.
+    /// Empties the batch for reuse, keeping allocations — except an immediate-reply buffer a
+    /// huge reply grew (CLUSTER SLOTS is megabytes), which an idle connection should not pin.
     pub fn clear(&mut self) {
+        const IMMEDIATE_KEPT_BYTES_MAX: usize = 64 * 1024;
         for &partition in &self.parts {
             self.queue_of[usize::from(partition.0)] = 0;
         }
         self.requests.clear();
         self.immediate.clear();
+        if self.immediate.capacity() > IMMEDIATE_KEPT_BYTES_MAX {
+            self.immediate = Vec::new();
+        }
         self.parts.clear();
         self.queues.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small replies keep their buffer between batches; a huge one (CLUSTER SLOTS) does not.
+    #[test]
+    fn clear_keeps_small_buffers_and_drops_huge_ones() {
+        for (reply_bytes, kept) in [(100usize, true), (4 * 1024 * 1024, false)] {
+            let mut batch = Batch::new(4);
+            batch.reply(|out| out.extend(std::iter::repeat_n(b'x', reply_bytes)));
+            assert!(!batch.is_empty());
+            let capacity = batch.immediate.capacity();
+            batch.clear();
+            assert!(batch.is_empty() && batch.immediate.is_empty());
+            assert_eq!(
+                batch.immediate.capacity() == capacity,
+                kept,
+                "{reply_bytes} bytes"
+            );
+        }
     }
 }

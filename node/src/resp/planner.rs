@@ -4,6 +4,7 @@
 use super::admin::{self, NOAUTH, wrong_arity};
 use super::args::{Args, lossy};
 use super::batch::{Aggregate, Batch, ScanRequest};
+use super::cluster_cmd;
 use super::framing::parse_i64;
 use super::reply;
 use super::session::{NodeContext, Session};
@@ -72,6 +73,14 @@ pub fn plan(args: Args<'_>, session: &mut Session, node: &NodeContext, batch: &m
         Kind::Hello => immediate(batch, |out| admin::hello(&args, session, node, out)),
         Kind::Client => immediate(batch, |out| admin::client(&args, session, out)),
         Kind::Command => immediate(batch, |out| admin::command(&args, out)),
+        Kind::Cluster => {
+            batch.reply(|out| cluster_cmd::cluster(&args, || node.topology(), out));
+            // A slot table can be megabytes (slot mod N ranges): written out before planning
+            // more, so a pipeline of them cannot pile up in the batch.
+            Ok(Flow::EndBatch)
+        }
+        // Reads always go to primaries (a backup forwards them), so replica reads need no mode.
+        Kind::ReadOnly | Kind::ReadWrite => immediate(batch, reply::ok),
         Kind::Config => immediate(batch, |out| admin::config(&args, node, out)),
         Kind::Info => {
             let sections = admin::info_sections(&args);

@@ -1,4 +1,6 @@
 //! State shared by a node's connections, and the state of one connection.
+use super::cluster_cmd::Topology;
+use crate::admin::StatusHub;
 use crate::limits::Limits;
 use crate::shell::Router;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -14,6 +16,9 @@ pub struct NodeContext {
     pub port: u16,
     pub site: u16,
     pub workers: usize,
+    /// The node's latest published view of its site (partition map, members' RESP addresses),
+    /// which the CLUSTER topology commands answer from.
+    pub status: StatusHub,
     /// Open client connections (for `connections_max` and INFO).
     pub connections: AtomicUsize,
     next_client_id: AtomicU64,
@@ -27,6 +32,7 @@ impl NodeContext {
         port: u16,
         site: u16,
         workers: usize,
+        status: StatusHub,
     ) -> Self {
         Self {
             router,
@@ -36,9 +42,15 @@ impl NodeContext {
             port,
             site,
             workers,
+            status,
             connections: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
         }
+    }
+
+    /// A snapshot of the site for CLUSTER SLOTS / SHARDS / NODES / INFO.
+    pub fn topology(&self) -> Topology {
+        Topology::from_status(self.site, &self.status.get())
     }
 
     pub fn new_session(&self) -> Session {

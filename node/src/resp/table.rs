@@ -5,6 +5,7 @@
 pub enum Kind {
     Auth,
     Client,
+    Cluster,
     Command,
     Config,
     DbSize,
@@ -27,6 +28,8 @@ pub enum Kind {
     Ping,
     PTtl,
     Quit,
+    ReadOnly,
+    ReadWrite,
     Scan,
     Select,
     Set,
@@ -81,9 +84,10 @@ const NO_AUTH: &[&str] = &[
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 29] = [
+    pub const ALL: [Kind; 32] = [
         Kind::Auth,
         Kind::Client,
+        Kind::Cluster,
         Kind::Command,
         Kind::Config,
         Kind::DbSize,
@@ -106,6 +110,8 @@ impl Kind {
         Kind::Ping,
         Kind::PTtl,
         Kind::Quit,
+        Kind::ReadOnly,
+        Kind::ReadWrite,
         Kind::Scan,
         Kind::Select,
         Kind::Set,
@@ -115,7 +121,7 @@ impl Kind {
 
     /// Case-insensitive lookup by name.
     pub fn from_name(name: &[u8]) -> Option<Kind> {
-        let mut lower = [0u8; 8];
+        let mut lower = [0u8; 16];
         let lower = lower.get_mut(..name.len())?;
         for (dst, src) in lower.iter_mut().zip(name) {
             *dst = src.to_ascii_lowercase();
@@ -123,6 +129,7 @@ impl Kind {
         Some(match &*lower {
             b"auth" => Kind::Auth,
             b"client" => Kind::Client,
+            b"cluster" => Kind::Cluster,
             b"command" => Kind::Command,
             b"config" => Kind::Config,
             b"dbsize" => Kind::DbSize,
@@ -145,6 +152,8 @@ impl Kind {
             b"ping" => Kind::Ping,
             b"pttl" => Kind::PTtl,
             b"quit" => Kind::Quit,
+            b"readonly" => Kind::ReadOnly,
+            b"readwrite" => Kind::ReadWrite,
             b"scan" => Kind::Scan,
             b"select" => Kind::Select,
             b"set" => Kind::Set,
@@ -160,6 +169,8 @@ impl Kind {
             Kind::Client => {
                 &const { spec("client", -2, &["noscript", "loading", "stale"], NO_KEYS) }
             }
+            // Redis lists CLUSTER as a container command whose flags live on its subcommands.
+            Kind::Cluster => &const { spec("cluster", -2, &[], NO_KEYS) },
             Kind::Command => &const { spec("command", -1, &["loading", "stale"], NO_KEYS) },
             Kind::Config => {
                 &const {
@@ -191,6 +202,8 @@ impl Kind {
             Kind::Ping => &const { spec("ping", -1, &["fast"], NO_KEYS) },
             Kind::PTtl => &const { spec("pttl", 2, READ_FAST, ONE_KEY) },
             Kind::Quit => &const { spec("quit", -1, NO_AUTH, NO_KEYS) },
+            Kind::ReadOnly => &const { spec("readonly", 1, CONNECTION, NO_KEYS) },
+            Kind::ReadWrite => &const { spec("readwrite", 1, CONNECTION, NO_KEYS) },
             Kind::Scan => &const { spec("scan", -2, &["readonly"], NO_KEYS) },
             Kind::Select => &const { spec("select", 2, CONNECTION, NO_KEYS) },
             Kind::Set => &const { spec("set", -3, WRITE_DENYOOM, ONE_KEY) },
@@ -238,6 +251,10 @@ mod tests {
             (Kind::Set, 5, true),
             (Kind::Ping, 1, true),
             (Kind::DbSize, 2, false),
+            (Kind::Cluster, 1, false),
+            (Kind::Cluster, 2, true),
+            (Kind::ReadOnly, 1, true),
+            (Kind::ReadWrite, 2, false),
         ];
         for (kind, argc, ok) in cases {
             assert_eq!(kind.arity_ok(argc), ok, "{kind:?} {argc}");
