@@ -104,11 +104,10 @@ async fn a_node_joins_a_running_site_and_takes_primaries_without_losing_a_key() 
     .await;
 }
 
-/// Known gap (see docs/design/site-ha.md, "Membership"): a drained node keeps its *backup*
-/// copies (the map's placement still counts `Draining` nodes), so restarting the others with
-/// a config without it can leave a restarted node's only partner copy on the node its
-/// transport no longer reaches. Needs the map to move backups off draining nodes.
-#[ignore = "needs map.rs: move backup copies off Draining nodes before removal"]
+/// Removing a node (docs/design/site-ha.md, "Membership"): drain it and wait until it holds
+/// no copy (its partitions' stand-ins caught up), restart the others without it, then stop it.
+/// Before the map moved copies off draining nodes, a restarted node whose only partner copy
+/// was on the leaving node (its transport no longer reaches it) could lose a partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_node_is_removed_by_a_rolling_config_change_without_losing_a_key() {
     let _serial = SERIAL.lock().await;
@@ -117,9 +116,18 @@ async fn a_drained_node_is_removed_by_a_rolling_config_change_without_losing_a_k
         // Remove node 4: drain it, restart the others without it (node 4 keeps running, so
         // each restart leaves a quorum of the 4 voters), then stop it.
         site.drain(0, 4).await;
-        site.wait_for("node 4 drained", Duration::from_secs(30), |statuses| {
-            settled(statuses) && statuses[0].partitions.iter().all(|p| p.primary != Some(4))
-        })
+        site.wait_for(
+            "node 4 drained: primary nowhere, no copy left",
+            Duration::from_secs(30),
+            |statuses| {
+                settled(statuses)
+                    && statuses.iter().all(|s| {
+                        s.partitions.iter().all(|p| {
+                            p.primary != Some(4) && p.replicas.iter().all(|r| r.node_id != 4)
+                        })
+                    })
+            },
+        )
         .await;
         site.set_members(&[0, 1, 2]);
         for i in [0, 1, 2] {
@@ -128,37 +136,109 @@ async fn a_drained_node_is_removed_by_a_rolling_config_change_without_losing_a_k
             site.wait_for(
                 &format!("node {} back after its restart", i + 1),
                 Duration::from_secs(30),
+                // Node 4 is left out: once removed, it no longer follows the map.
                 |statuses| {
-                    statuses.iter().all(|s| s.ready)
-                        && statuses[..3]
-                            .iter()
-                            .all(|s| s.partitions.iter().all(|p| p.primary.is_some()))
+                    statuses[..3]
+                        .iter()
+                        .all(|s| s.ready && s.partitions.iter().all(|p| p.primary.is_some()))
                 },
             )
             .await;
         }
-        let mut removed = false;
-        for _ in 0..300 {
-            let lists = map_nodes(&site);
-            if lists[..3].iter().all(|l| l == &[1, 2, 3]) {
-                removed = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(removed, "node 4 still in the map: {:?}", map_nodes(&site));
+        wait_until_removed(&site, &[0, 1, 2], 4).await;
         site.crash(3).await;
-        site.wait_settled(Duration::from_secs(60)).await;
-        for statuses in site.statuses() {
-            assert_eq!(statuses.members.len(), 3, "{statuses:#?}");
-            for p in &statuses.partitions {
-                assert!(p.replicas.iter().all(|r| r.node_id != 4), "{p:?}");
-            }
-        }
+        assert_removed_and_every_key_kept(site, 4)
+            .await
+            .stop_all()
+            .await;
+    })
+    .await;
+}
+
+/// A node that died (never drained) and was dropped from every config leaves the map once its
+/// partitions failed over, and then the Raft voters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_dropped_from_the_configs_leaves_the_map() {
+    let _serial = SERIAL.lock().await;
+    bounded(Duration::from_secs(300), async {
+        let mut site = grow_to_four(23).await;
+        site.crash(3).await;
+        site.wait_for(
+            "node 4's partitions failed over",
+            Duration::from_secs(30),
+            |statuses| {
+                statuses.iter().all(|s| {
+                    s.partitions
+                        .iter()
+                        .all(|p| p.primary.is_some() && p.primary != Some(4))
+                })
+            },
+        )
+        .await;
+        site.set_members(&[0, 1, 2]);
+        // Until a leader with the new config removes node 4, each restart leaves 2 of the 4
+        // voters: the map waits for the restarted node, then carries on.
+        rolling_restart(&mut site, &[0, 1, 2]).await;
+        wait_until_removed(&site, &[0, 1, 2], 4).await;
+        let mut site = assert_removed_and_every_key_kept(site, 4).await;
+        // Node 4 left the Raft voters too: 2 of the 3 remaining voters are a quorum, so a
+        // crash of node 3 still fails over (with node 4 still a voter, 2 of 4 would not be).
+        site.crash(2).await;
+        site.wait_for(
+            "node 3's partitions failed over",
+            Duration::from_secs(30),
+            |statuses| {
+                statuses.iter().all(|s| {
+                    s.partitions
+                        .iter()
+                        .all(|p| p.primary.is_some() && p.primary != Some(3))
+                })
+            },
+        )
+        .await;
         for via in site.running() {
             assert_all_readable(&site, via).await;
         }
         site.stop_all().await;
     })
     .await;
+}
+
+/// Waits until the maps of nodes `via` list every node but `gone`.
+async fn wait_until_removed(site: &Site, via: &[usize], gone: u64) {
+    let expected: Vec<u64> = via.iter().map(|&i| i as u64 + 1).collect();
+    let mut removed = false;
+    for _ in 0..300 {
+        let lists = map_nodes(site);
+        if via.iter().all(|&i| lists.get(i) == Some(&expected)) {
+            removed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        removed,
+        "node {gone} still in the map: {:?}",
+        map_nodes(site)
+    );
+}
+
+/// With `gone` stopped: the site settles on the remaining nodes, no map lists `gone` or gives
+/// it a copy, and every key reads back through every node.
+async fn assert_removed_and_every_key_kept(site: Site, gone: u64) -> Site {
+    site.wait_settled(Duration::from_secs(60)).await;
+    for statuses in site.statuses() {
+        assert_eq!(statuses.members.len(), 3, "{statuses:#?}");
+        assert!(
+            statuses.members.iter().all(|m| m.node_id != gone),
+            "{statuses:#?}"
+        );
+        for p in &statuses.partitions {
+            assert!(p.replicas.iter().all(|r| r.node_id != gone), "{p:?}");
+        }
+    }
+    for via in site.running() {
+        assert_all_readable(&site, via).await;
+    }
+    site
 }

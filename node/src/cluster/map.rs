@@ -28,7 +28,9 @@ pub type Epoch = u64;
 pub enum NodeStatus {
     Up,
     Down,
-    /// Up, but gets no primaries (the planner hands them over before the node stops).
+    /// Up, but leaving: it gets no primaries (the planner hands them over) and no new copies;
+    /// each partition where it holds one gets a stand-in on an up node, and its copy is dropped
+    /// once the partition has its full complement of in-sync backups without it.
     Draining,
 }
 
@@ -88,7 +90,7 @@ pub enum MapCommand {
         addr: String,
         zone: Option<String>,
     },
-    /// Only for a node that is primary nowhere (drain it or let it be marked down first).
+    /// Only for a node nothing depends on any more: see [`PartitionMap::check_removable`].
     RemoveNode {
         id: NodeId,
     },
@@ -217,6 +219,29 @@ pub enum Rejected {
     StillPrimary {
         node: NodeId,
         partition: PartitionId,
+    },
+    #[error("node {node} is receiving partition {partition} by handover")]
+    ReceivingHandover {
+        node: NodeId,
+        partition: PartitionId,
+    },
+    #[error(
+        "partition {partition} waits for node {node}, its last primary and only complete copy; \
+         bring the node back or force a primary"
+    )]
+    WaitedFor {
+        node: NodeId,
+        partition: PartitionId,
+    },
+    #[error(
+        "node {node} holds a copy of partition {partition}, which has {in_sync_elsewhere} in-sync \
+         backups elsewhere and needs {needed}; wait until its stand-ins catch up"
+    )]
+    StillNeeded {
+        node: NodeId,
+        partition: PartitionId,
+        in_sync_elsewhere: usize,
+        needed: usize,
     },
 }
 
@@ -423,17 +448,60 @@ impl PartitionMap {
         Ok(())
     }
 
-    fn remove_node(&mut self, id: NodeId) -> Result<(), Rejected> {
+    /// Whether `id` may leave the map (`RemoveNode`), and if not, why. Nothing may depend on it:
+    /// - it is primary nowhere and receives no handover (drain it, or let it be marked down);
+    /// - no partition waits for it as its only complete copy (`orphaned_by`);
+    /// - every partition where it holds a copy has, without it, as many in-sync backups as the
+    ///   remaining nodes can hold: `min(N, nodes - 2)` (all nodes but it and the primary, down
+    ///   ones included since they may come back). A draining node's copies reach that once its
+    ///   stand-ins caught up; a down node holds none (fencing dropped them).
+    ///
+    /// The leader's membership step proposes `RemoveNode` only when this holds; `apply` checks
+    /// it again, so a proposal that raced a change is rejected.
+    pub fn check_removable(&self, id: NodeId) -> Result<(), Rejected> {
         self.info(id)?;
-        if let Some(p) = self
-            .partition_ids()
-            .find(|&p| self.partitions[usize::from(p.0)].primary == Some(id))
-        {
+        let indexed = || self.partition_ids().zip(&self.partitions);
+        if let Some((partition, _)) = indexed().find(|(_, a)| a.primary == Some(id)) {
             return Err(Rejected::StillPrimary {
                 node: id,
-                partition: p,
+                partition,
             });
         }
+        if let Some((partition, _)) = indexed().find(|(_, a)| a.handover == Some(id)) {
+            return Err(Rejected::ReceivingHandover {
+                node: id,
+                partition,
+            });
+        }
+        if let Some((partition, _)) =
+            indexed().find(|(_, a)| a.orphaned_by.is_some_and(|(n, _)| n == id))
+        {
+            return Err(Rejected::WaitedFor {
+                node: id,
+                partition,
+            });
+        }
+        let needed =
+            usize::from(self.backups_per_partition).min(self.nodes.len().saturating_sub(2));
+        for (partition, a) in indexed() {
+            if !a.replicas.contains(&id) {
+                continue;
+            }
+            let in_sync_elsewhere = a.in_sync.iter().filter(|&&n| n != id).count();
+            if in_sync_elsewhere < needed {
+                return Err(Rejected::StillNeeded {
+                    node: id,
+                    partition,
+                    in_sync_elsewhere,
+                    needed,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_node(&mut self, id: NodeId) -> Result<(), Rejected> {
+        self.check_removable(id)?;
         self.nodes.remove(&id);
         for a in &mut self.partitions {
             a.replicas.retain(|&n| n != id);
@@ -542,12 +610,16 @@ impl PartitionMap {
             if promoted.is_none() && incarnation == 0 {
                 // An unregistered primary never acted, so no write was ever acknowledged here:
                 // any live replica may take over.
-                promoted = a
-                    .preferred
-                    .iter()
-                    .chain(&a.replicas)
-                    .find(|&&n| n != id && status(&n).is_some_and(|s| s != NodeStatus::Down))
-                    .copied();
+                // Up nodes first: a draining one is leaving.
+                let live_replica = |wanted: NodeStatus| {
+                    a.preferred
+                        .iter()
+                        .chain(&a.replicas)
+                        .find(|&&n| n != id && status(&n) == Some(wanted))
+                        .copied()
+                };
+                promoted =
+                    live_replica(NodeStatus::Up).or_else(|| live_replica(NodeStatus::Draining));
             }
             if let Some(new) = promoted {
                 a.in_sync.remove(&new);
@@ -751,6 +823,8 @@ impl PartitionMap {
         if let Some(info) = self.nodes.get_mut(&id) {
             info.status = next;
         }
+        // Draining: stand-ins for its copies; undraining: it is a placement target again.
+        self.reconcile_all();
         Ok(())
     }
 
@@ -782,29 +856,30 @@ impl PartitionMap {
         }
     }
 
-    /// Brings a partition's replica set in line with placement, given who is down:
-    /// - targets = the live preferred nodes, topped up with stand-ins when some are down
-    ///   (re-replication); a never-assigned partition (epoch 0) takes its first target as primary;
+    /// Brings a partition's replica set in line with placement, given who is down or leaving:
+    /// - targets = the preferred nodes that are up (not down, not draining), topped up with
+    ///   stand-ins on up nodes (re-replication); a never-assigned partition (epoch 0) takes its
+    ///   first target as primary;
     /// - replicas = primary, handover target and in-sync backups (never dropped while they are
     ///   needed for durability) plus the targets;
     /// - a replica that is not a target is dropped once enough targets are in sync (or at once
-    ///   when it is not in sync itself: it is a half-copied leftover of an older placement).
+    ///   when it is not in sync itself: it is a half-copied leftover of an older placement);
+    /// - a draining node's in-sync copy is kept until the partition has its full complement of
+    ///   N in-sync backups without it (forever if the other nodes cannot hold that many), so
+    ///   the node never takes the only complete backup with it when it leaves.
     fn reconcile(&mut self, partition: PartitionId) {
         let Some(a) = self.partitions.get(usize::from(partition.0)) else {
             return;
         };
         let copies = self.copies();
-        let live = |n: &NodeId| {
-            self.nodes
-                .get(n)
-                .is_some_and(|i| i.status != NodeStatus::Down)
-        };
+        let status = |n: &NodeId| self.nodes.get(n).map(|i| i.status);
+        let up = |n: &NodeId| status(n) == Some(NodeStatus::Up);
         let zone = |n: &NodeId| self.nodes.get(n).and_then(|i| i.zone.as_deref());
         let mut targets: Vec<NodeId> = a
             .preferred
             .iter()
             .copied()
-            .filter(live)
+            .filter(up)
             .take(copies)
             .collect();
         if targets.len() < copies {
@@ -813,7 +888,7 @@ impl PartitionMap {
             let candidates: Vec<PlacementNode<'_>> = self
                 .nodes
                 .iter()
-                .filter(|(_, i)| i.status != NodeStatus::Down)
+                .filter(|(_, i)| i.status == NodeStatus::Up)
                 .map(|(id, i)| PlacementNode {
                     id: *id,
                     zone: i.zone.as_deref(),
@@ -864,10 +939,24 @@ impl PartitionMap {
         if let Some(h) = a.handover {
             keep(h, &mut replicas);
         }
+        let draining = |n: &NodeId| status(n) == Some(NodeStatus::Draining);
         // Existing replicas keep their place in the order; surplus in-sync ones only while needed.
         for &n in &a.replicas {
-            if a.in_sync.contains(&n) && durable_targets < needed {
+            if a.in_sync.contains(&n) && !draining(&n) && durable_targets < needed {
                 keep(n, &mut replicas);
+            }
+        }
+        // Leaving copies: only as many as the partition lacks in-sync backups without them.
+        let full = usize::from(self.backups_per_partition);
+        let mut in_sync_kept = replicas.iter().filter(|n| a.in_sync.contains(n)).count();
+        for &n in &a.replicas {
+            if a.in_sync.contains(&n)
+                && draining(&n)
+                && !replicas.contains(&n)
+                && in_sync_kept < full
+            {
+                keep(n, &mut replicas);
+                in_sync_kept += 1;
             }
         }
         // Order: primary first, then the previous order, then new ones.
@@ -919,6 +1008,19 @@ impl PartitionMap {
             };
             if a.in_sync.iter().any(down) || a.primary.as_ref().is_some_and(down) {
                 return fail("down node primary or in sync");
+            }
+            // A leaving node's backup copy is a complete one, kept only while the partition
+            // lacks its full complement of in-sync backups without it.
+            let full = usize::from(self.backups_per_partition);
+            let leaving_backup = a.replicas.iter().find(|&&n| {
+                Some(n) != a.primary
+                    && Some(n) != a.handover
+                    && self.nodes.get(&n).map(|i| i.status) == Some(NodeStatus::Draining)
+            });
+            if let Some(n) = leaving_backup
+                && (!a.in_sync.contains(n) || a.in_sync.len() > full)
+            {
+                return fail("draining node kept as a backup it is not needed for");
             }
         }
         Ok(())
@@ -979,6 +1081,10 @@ impl MapCommand {
         codec::decode(EnvelopeKind::MapCommand, bytes)
     }
 }
+
+#[cfg(test)]
+#[path = "map_leaving_tests.rs"]
+mod leaving_tests;
 
 #[cfg(test)]
 mod tests {

@@ -9,8 +9,10 @@
 //!   up node (drain);
 //! - a partition whose preferred primary is in sync, up and alive but not primary →
 //!   `StartHandover` to it (failback);
-//! - re-replication needs no command: `apply` of `MarkDown`/`MarkUp`/`AddNode`/`RemoveNode` already
-//!   tops up each partition with stand-in replicas (not in sync until `CaughtUp`).
+//! - re-replication needs no command: `apply` of `MarkDown`/`MarkUp`/`AddNode`/`RemoveNode`/
+//!   `Drain`/`Undrain` already tops up each partition with stand-in replicas on up nodes (not in
+//!   sync until `CaughtUp`), and drops a draining node's copy once they caught up;
+//! - a draining node is never a handover target (failback or drain): only up nodes are.
 //!
 //! The planner applies each command to a scratch copy of the map as it goes and keeps only those
 //! that apply, so the list it returns applies cleanly, in order, to the map it was given.

@@ -302,7 +302,9 @@ impl ClusterActor {
         let configured = &self.configured;
         let map = group.map();
         // A drained node this leader's configuration dropped is leaving: `run_membership`
-        // removes it. Marked down first it would no longer read as drained, and stay.
+        // removes it once its stand-ins caught up. Marking it down (this leader may not reach
+        // it any more) would fence its in-sync copies, which may still be some partition's
+        // only complete backup.
         let leaving = |id: &NodeId| {
             !configured.is_empty()
                 && !configured.contains_key(id)
@@ -815,11 +817,12 @@ enum MembershipStep {
     AddToMap(PeerSpec),
     /// In the map, not yet a voter: the Raft configuration change (it then gets a snapshot).
     AddVoter(NodeId),
-    /// Drained, no longer configured, primary nowhere: `RemoveNode`.
+    /// Drained or down, no longer configured, nothing depends on it
+    /// ([`PartitionMap::check_removable`]): `RemoveNode`.
     RemoveFromMap(NodeId),
     /// Out of the map and no longer configured: the Raft configuration change.
     RemoveVoter(NodeId),
-    /// A removal that must wait (logged): the node is still primary somewhere.
+    /// A removal that must wait (logged): why the map would still reject it.
     Wait { node: NodeId, reason: String },
 }
 
@@ -831,6 +834,10 @@ enum MembershipStep {
 /// - remove = `RemoveNode`, then the voter: a voter outside the map is only ever removed, and
 ///   a node is only added while it reports never having had a map (a removed node still
 ///   running, known to a leader whose config still lists it, is not re-added);
+/// - only a node the operator drained, or one that is down (dead and dropped from the
+///   configs), is removed, and only once nothing depends on it: the map's own rule
+///   ([`PartitionMap::check_removable`]), so the proposal is not rejected. A removal that must
+///   wait does not hold up adds;
 /// - never this node itself, never a voter change leaving the configured peers without a
 ///   majority among the voters.
 fn membership_step(
@@ -855,22 +862,22 @@ fn membership_step(
             return Some(MembershipStep::RemoveVoter(id));
         }
     }
-    // Start a removal: only of a node the operator drained.
+    // Start a removal: of a node the operator drained or one that is down, once nothing
+    // depends on it.
+    let mut waiting = None;
     for (&id, info) in map.nodes() {
-        if id == me || configured.contains_key(&id) || info.status != NodeStatus::Draining {
+        if id == me || configured.contains_key(&id) || info.status == NodeStatus::Up {
             continue;
         }
-        if let Some(p) = map
-            .partitions()
-            .iter()
-            .position(|a| a.primary == Some(id) || a.handover == Some(id))
-        {
-            return Some(MembershipStep::Wait {
-                node: id,
-                reason: format!("still primary of (or receiving) partition {p}"),
-            });
+        match map.check_removable(id) {
+            Ok(()) => return Some(MembershipStep::RemoveFromMap(id)),
+            Err(reason) => {
+                waiting.get_or_insert(MembershipStep::Wait {
+                    node: id,
+                    reason: reason.to_string(),
+                });
+            }
         }
-        return Some(MembershipStep::RemoveFromMap(id));
     }
     // Finish an add.
     for &id in configured.keys() {
@@ -885,6 +892,7 @@ fn membership_step(
             p.id != me && map.node(p.id).is_none() && !is_voter(&p.id) && waiting_to_join(p.id)
         })
         .map(|p| MembershipStep::AddToMap(p.clone()))
+        .or(waiting)
 }
 
 /// Who should lead the map instead of `me`: a live peer marked up, lowest id first.
@@ -1074,6 +1082,37 @@ mod tests {
         map
     }
 
+    /// `map` with every replica caught up (stand-ins included), so a draining node's copies
+    /// are no longer needed.
+    fn caught_up(mut map: PartitionMap) -> PartitionMap {
+        for p in 0..map.partition_count() {
+            let partition = crate::core::PartitionId(p);
+            // Each catch-up may drop a leaving copy; the stand-ins stay, so this terminates.
+            while let Some(command) = map.assignment(partition).and_then(|a| {
+                let node = a
+                    .replicas
+                    .iter()
+                    .find(|&&r| Some(r) != a.primary && !a.in_sync.contains(&r))?;
+                Some(MapCommand::CaughtUp {
+                    partition,
+                    epoch: a.epoch,
+                    node: *node,
+                    sync_generation: a.sync_generation,
+                })
+            }) {
+                map.apply(&command).expect("caught up");
+            }
+        }
+        map
+    }
+
+    /// `map` after `MarkDown` of node `n`.
+    fn down(mut map: PartitionMap, n: u64) -> PartitionMap {
+        map.apply(&MapCommand::MarkDown { id: id(n) })
+            .expect("mark down");
+        map
+    }
+
     #[test]
     fn membership_steps_follow_the_configuration() {
         let ids = |ns: &[u64]| ns.iter().map(|&n| id(n)).collect::<Vec<_>>();
@@ -1153,10 +1192,21 @@ mod tests {
                 }),
             ),
             (
-                "drained and primary nowhere: remove from the map",
+                "drained, primary nowhere, its stand-ins still catching up: wait",
                 &[1, 2, 3],
                 ids(&[1, 2, 3, 4]),
                 drained(&[1, 2, 3, 4], 4, true),
+                false,
+                Some(MembershipStep::Wait {
+                    node: id(4),
+                    reason: String::new(),
+                }),
+            ),
+            (
+                "drained and its copies replaced: remove from the map",
+                &[1, 2, 3],
+                ids(&[1, 2, 3, 4]),
+                caught_up(drained(&[1, 2, 3, 4], 4, true)),
                 false,
                 Some(MembershipStep::RemoveFromMap(id(4))),
             ),
@@ -1164,9 +1214,44 @@ mod tests {
                 "drained but still configured: kept",
                 &[1, 2, 3, 4],
                 ids(&[1, 2, 3, 4]),
-                drained(&[1, 2, 3, 4], 4, true),
+                caught_up(drained(&[1, 2, 3, 4], 4, true)),
                 false,
                 None,
+            ),
+            (
+                "down, dropped from the config, nothing depends on it: remove from the map",
+                &[1, 2, 3],
+                ids(&[1, 2, 3, 4]),
+                down(caught_up(map_of(&[1, 2, 3, 4])), 4),
+                false,
+                Some(MembershipStep::RemoveFromMap(id(4))),
+            ),
+            (
+                "down and dropped, but partitions wait for it (only complete copy): wait",
+                &[1, 2, 3],
+                ids(&[1, 2, 3, 4]),
+                down(map_of(&[1, 2, 3, 4]), 4),
+                false,
+                Some(MembershipStep::Wait {
+                    node: id(4),
+                    reason: String::new(),
+                }),
+            ),
+            (
+                "down but still configured: kept",
+                &[1, 2, 3, 4],
+                ids(&[1, 2, 3, 4]),
+                down(caught_up(map_of(&[1, 2, 3, 4])), 4),
+                false,
+                None,
+            ),
+            (
+                "a removal that waits does not hold up an add",
+                &[1, 2, 3, 5],
+                ids(&[1, 2, 3, 4]),
+                down(map_of(&[1, 2, 3, 4, 5]), 4),
+                false,
+                Some(MembershipStep::AddVoter(id(5))),
             ),
             (
                 "out of the map: remove the voter",
