@@ -25,13 +25,14 @@
 //! | [`apply`] | [`apply_remote`]: HLC observe + `reconcile_into` with the keyspace's resolver, reporting conflicts |
 //! | [`backlog`] | the durable backlog (segmented, checksummed append-only log per target), behind [`RecordStore`] through [`BacklogStore`] |
 //! | [`repair`] | Merkle anti-entropy: per-partition digest trees over scan positions, [`RepairSession`] (initiator) and [`RepairResponder`], applying through the resolver on both sides |
-//! | [`bootstrap`] | a new or wiped site catches up from a peer while live traffic flows: rate-limited snapshot chunks in scan order ([`BootstrapSource`] / [`BootstrapTarget`]) plus the live stream from the snapshot's change-log position |
+//! | [`bootstrap`] | how a new or wiped site catches up (Merkle repair of every marked partition, live stream uninterrupted) and the [`Pacer`](bootstrap::Pacer) / [`TokenBucket`](bootstrap::TokenBucket) that hold repair traffic to `bootstrap_bytes_per_sec_max` per link |
 //! | [`handshake`] | peer and protocol-version checks of `Hello`/`HelloAck` |
 //! | [`limits`] | [`GatewayLimits`]: every limit, named with its unit |
 //!
-//! Not here (shell and later work): QUIC transport and mutual TLS, the node integration
-//! (feeding change records in, applying in the partition actor, persisting sink cursors,
-//! triggering repairs and bootstraps). Message kinds 12–15 are reserved.
+//! The shells around these cores: [`net`] (QUIC transport and mutual TLS) and [`host`] (the
+//! node integration: feeding change records in, applying through the router, persisting sink
+//! cursors, running and pacing repairs and bootstraps). Message kinds 9–11 are retired, 12–15
+//! reserved.
 pub mod apply;
 pub mod backlog;
 pub mod bootstrap;
@@ -49,7 +50,6 @@ pub mod wire;
 mod loop_tests;
 
 pub use apply::{RemoteApply, apply_remote};
-pub use bootstrap::{BootstrapSource, BootstrapTarget};
 pub use delegator::{BacklogStore, Delegator, DelegatorStats, Intake, MemoryStore, RecordStore};
 pub use handshake::HandshakeError;
 pub use limits::GatewayLimits;

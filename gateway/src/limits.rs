@@ -67,13 +67,10 @@ pub struct GatewayLimits {
     pub repair_responder_idle_ms_max: u64,
     /// Repair: sessions a responder serves at once; more are refused (retried later).
     pub repair_responder_sessions_max: usize,
-    /// Bootstrap: snapshot bytes a source sends per second to one target (token bucket).
+    /// Bootstrap (and every other repair): bytes of repair messages a gateway sends per
+    /// second on one link, each direction (a token bucket; see [`crate::bootstrap`]). Live
+    /// batches are not counted and never wait for it.
     pub bootstrap_bytes_per_sec_max: u64,
-    /// Bootstrap: the largest snapshot chunk (also the token bucket's burst). A single entry
-    /// larger than this still travels, alone.
-    pub bootstrap_chunk_bytes_max: usize,
-    /// Bootstrap: chunks sent and not yet acknowledged by the target.
-    pub bootstrap_chunks_inflight_max: usize,
 }
 
 impl Default for GatewayLimits {
@@ -98,9 +95,7 @@ impl Default for GatewayLimits {
             repair_reply_timeout_ms: 30_000,
             repair_responder_idle_ms_max: 60_000,
             repair_responder_sessions_max: 16,
-            bootstrap_bytes_per_sec_max: 64 * 1024 * 1024,
-            bootstrap_chunk_bytes_max: 256 * 1024,
-            bootstrap_chunks_inflight_max: 8,
+            bootstrap_bytes_per_sec_max: 32 * 1024 * 1024,
         }
     }
 }
@@ -167,14 +162,6 @@ impl GatewayLimits {
                 "bootstrap_bytes_per_sec_max",
                 self.bootstrap_bytes_per_sec_max,
             ),
-            (
-                "bootstrap_chunk_bytes_max",
-                self.bootstrap_chunk_bytes_max as u64,
-            ),
-            (
-                "bootstrap_chunks_inflight_max",
-                self.bootstrap_chunks_inflight_max as u64,
-            ),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(LimitsError::Zero { name });
@@ -192,10 +179,7 @@ impl GatewayLimits {
                 batch_bytes_max: self.batch_bytes_max,
             });
         }
-        for (name, value) in [
-            ("repair_message_bytes_max", self.repair_message_bytes_max),
-            ("bootstrap_chunk_bytes_max", self.bootstrap_chunk_bytes_max),
-        ] {
+        for (name, value) in [("repair_message_bytes_max", self.repair_message_bytes_max)] {
             if self.frame_bytes_max < value.saturating_add(BATCH_OVERHEAD_BYTES_MAX) {
                 return Err(LimitsError::MessageLargerThanFrame {
                     name,
@@ -281,11 +265,11 @@ mod tests {
         }
         cases.push((
             GatewayLimits {
-                bootstrap_chunk_bytes_max: 32 * 1024 * 1024,
+                repair_message_bytes_max: 32 * 1024 * 1024,
                 ..GatewayLimits::default()
             },
             LimitsError::MessageLargerThanFrame {
-                name: "bootstrap_chunk_bytes_max",
+                name: "repair_message_bytes_max",
                 value: 32 * 1024 * 1024,
                 frame_bytes_max: 32 * 1024 * 1024,
             },

@@ -101,6 +101,11 @@ pub struct WanConfig {
     /// A lost peer connection is dialed again after this long (doubling up to 16×).
     #[serde(default = "default_wan_reconnect_ms")]
     pub reconnect_ms: u64,
+    /// Bytes per second of repair traffic on each peer link, each direction. Bootstrapping a
+    /// new or wiped site is a repair of every partition, so this paces it; the live stream is
+    /// not counted and never waits for it. At least 1.
+    #[serde(default = "default_wan_bootstrap_bytes_per_sec_max")]
+    pub bootstrap_bytes_per_sec_max: u64,
 }
 
 /// `[[wan.peers]]`: another site's gateway.
@@ -171,6 +176,9 @@ fn default_wan_repair_interval_ms() -> u64 {
 fn default_wan_reconnect_ms() -> u64 {
     200
 }
+fn default_wan_bootstrap_bytes_per_sec_max() -> u64 {
+    32 * 1024 * 1024
+}
 
 /// Smallest `wan.backlog_bytes_max`: a backlog must hold at least a few full batches.
 pub const WAN_BACKLOG_BYTES_MIN: u64 = 1024 * 1024;
@@ -197,6 +205,7 @@ impl WanConfig {
             cursor_persist_ms: default_wan_cursor_persist_ms(),
             repair_interval_ms: default_wan_repair_interval_ms(),
             reconnect_ms: default_wan_reconnect_ms(),
+            bootstrap_bytes_per_sec_max: default_wan_bootstrap_bytes_per_sec_max(),
         }
     }
 
@@ -267,6 +276,10 @@ impl WanConfig {
             ("feed_bytes_max", u64::from(self.feed_bytes_max)),
             ("cursor_persist_ms", self.cursor_persist_ms),
             ("reconnect_ms", self.reconnect_ms),
+            (
+                "bootstrap_bytes_per_sec_max",
+                self.bootstrap_bytes_per_sec_max,
+            ),
         ] {
             if value == 0 {
                 return fail(field, "must be at least 1".into());
@@ -867,6 +880,10 @@ mod tests {
             ("wan.feed_bytes_max", wan(|w| w.feed_bytes_max = 0)),
             ("wan.cursor_persist_ms", wan(|w| w.cursor_persist_ms = 0)),
             ("wan.reconnect_ms", wan(|w| w.reconnect_ms = 0)),
+            (
+                "wan.bootstrap_bytes_per_sec_max",
+                wan(|w| w.bootstrap_bytes_per_sec_max = 0),
+            ),
             ("wan.fsync_interval_ms", wan(|w| w.fsync_interval_ms = 0)),
             (
                 "wan.backlog_bytes_max",
@@ -916,6 +933,14 @@ mod tests {
                     if let Some(w) = c.wan.as_mut() {
                         w.fsync = WanFsync::Never;
                         w.fsync_interval_ms = 0;
+                    }
+                }),
+            ),
+            (
+                "the slowest bootstrap",
+                Box::new(|c| {
+                    if let Some(w) = c.wan.as_mut() {
+                        w.bootstrap_bytes_per_sec_max = 1;
                     }
                 }),
             ),

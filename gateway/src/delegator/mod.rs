@@ -315,28 +315,6 @@ impl<S: RecordStore> Delegator<S> {
         Ok(self.commit(staged, appended, now_ms))
     }
 
-    /// Establish `partition`'s stream from a bootstrap snapshot taken when its change log
-    /// stood at `snapshot_seq`: the shell then feeds records after `snapshot_seq`, and the
-    /// target gets everything up to it from the snapshot (its copy below needs no repair).
-    /// Returns false, changing nothing, if the stream already went past `snapshot_seq`.
-    pub fn start_after_snapshot(&mut self, partition: PartitionId, snapshot_seq: u64) -> bool {
-        match self.streams.get_mut(&partition) {
-            Some(stream) if stream.last_seen >= snapshot_seq => false,
-            Some(stream) => {
-                // Records in between are in the snapshot; the chain continues from the last
-                // one shipped, which the sink accepts whatever it holds.
-                stream.last_seen = snapshot_seq;
-                stream.snapshot_floor = Some(snapshot_seq);
-                true
-            }
-            None => {
-                self.streams
-                    .insert(partition, Stream::after_snapshot(snapshot_seq));
-                true
-            }
-        }
-    }
-
     /// The seq after which the shell feeds `partition`'s change log (`None`: from where it
     /// stands now; the first record fed starts the stream).
     pub fn resume_after(&self, partition: PartitionId) -> Option<u64> {
@@ -402,9 +380,7 @@ impl<S: RecordStore> Delegator<S> {
                 // The target lost records it had acknowledged: continue from what it holds.
                 stream.target_has = cursor;
                 lowered = true;
-                if !stream.snapshot_covers(stream.acked_at_connect) {
-                    self.mark_repair(partition);
-                }
+                self.mark_repair(partition);
             } else {
                 self.advance_ack(partition, cursor);
             }

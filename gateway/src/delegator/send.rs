@@ -284,9 +284,7 @@ impl<S: RecordStore> Delegator<S> {
                 .or_insert_with(|| Stream::starting_at(record.seq));
             if record.prev_seq > stream.chain_end {
                 // Records in between are gone for good: continue from what the target holds.
-                if !stream.snapshot_covers(record.prev_seq) {
-                    holes.insert(record.partition);
-                }
+                holes.insert(record.partition);
                 record.prev_seq = stream.chain_end;
             }
             stream.chain_end = record.seq;

@@ -28,9 +28,6 @@ pub(super) struct Stream {
     pub chain_end: u64,
     /// Highest seq sent on this connection (0 after a rewind).
     pub sent_through: u64,
-    /// A bootstrap snapshot taken at this seq covers the target's copy below it: holes up to
-    /// it need no repair mark. Dropped once the target acknowledges a record above it.
-    pub snapshot_floor: Option<u64>,
 }
 
 impl Stream {
@@ -38,17 +35,6 @@ impl Stream {
     /// before it (checked against its `HelloAck`).
     pub fn starting_at(first_seq: u64) -> Self {
         Self::acked_through(first_seq.saturating_sub(1), first_seq.saturating_sub(1))
-    }
-
-    /// A stream established by a bootstrap snapshot taken at `snapshot_seq`: records after it
-    /// go to the target, which gets everything up to it from the snapshot. What the target
-    /// holds is unknown until its `HelloAck`, so the chain starts from 0 (any cursor continues
-    /// it; records it already has are skipped as duplicates).
-    pub fn after_snapshot(snapshot_seq: u64) -> Self {
-        Self {
-            snapshot_floor: Some(snapshot_seq),
-            ..Self::acked_through(snapshot_seq, 0)
-        }
     }
 
     /// A stream rebuilt from what a durable store recovered.
@@ -71,7 +57,6 @@ impl Stream {
             target_has: acked,
             chain_end: acked,
             sent_through: 0,
-            snapshot_floor: None,
         }
     }
 
@@ -86,13 +71,5 @@ impl Stream {
         self.acked = self.acked.max(cursor);
         self.target_has = self.target_has.max(cursor);
         self.chain_end = self.chain_end.max(cursor);
-        if self.snapshot_floor.is_some_and(|floor| cursor > floor) {
-            self.snapshot_floor = None;
-        }
-    }
-
-    /// Whether a hole in the target's copy ending at `seq` is covered by a snapshot.
-    pub fn snapshot_covers(&self, seq: u64) -> bool {
-        self.snapshot_floor.is_some_and(|floor| seq <= floor)
     }
 }

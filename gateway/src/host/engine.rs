@@ -282,7 +282,13 @@ impl Engine {
                 dialer,
                 overflows_total: 0,
                 failure: None,
-                repair: TargetRepair::new(&spec.site, target_id, self.config.repair_interval_ms),
+                repair: TargetRepair::new(
+                    &spec.site,
+                    target_id,
+                    self.config.repair_interval_ms,
+                    &self.limits,
+                    now_ms,
+                ),
             },
         );
         let path = cursors::cursor_path(&self.config.data_dir, &spec.site);
@@ -304,7 +310,7 @@ impl Engine {
                 conflicts: BTreeMap::new(),
                 lag: LagStats::default(),
                 cursors_dirty: false,
-                repair: SourceRepair::new(&spec.site, target_id, &self.limits),
+                repair: SourceRepair::new(&spec.site, target_id, &self.limits, now_ms),
             },
         );
         self.endpoint
@@ -922,7 +928,8 @@ impl Engine {
                 source.sink.handle_timeout(now_ms);
             }
             if source.repair.poll_timeout().is_some_and(|t| t <= now_ms) {
-                source.repair.handle_timeout(now_ms);
+                let out = source.repair.handle_timeout(now_ms);
+                send(&source.link, out);
             }
         }
         self.drive_repairs(now_ms);
@@ -1017,7 +1024,15 @@ impl Engine {
                         backlog_bytes: t.delegator.backlog_bytes(),
                         shipped_total: stats.records_acked_total,
                         filtered_total: stats.records_filtered_total,
-                        repairing_partitions: t.delegator.repair_needed().map(|p| p.0).collect(),
+                        // Marked (a bootstrap, an overflow, an operator) or under way.
+                        repairing_partitions: t
+                            .delegator
+                            .repair_needed()
+                            .chain(t.repair.partitions_under_way())
+                            .map(|p| p.0)
+                            .collect::<BTreeSet<u16>>()
+                            .into_iter()
+                            .collect(),
                         overflows_total: t.overflows_total,
                         write_blocked: t.delegator.is_write_blocked(),
                         failure: t.failure.clone(),

@@ -30,3 +30,6 @@ pub const REPAIR_DUMP_BYTES_MAX: u32 = 4 * 1024 * 1024;
 pub const REPAIR_LOAD_ATTEMPTS_MAX: u32 = 5;
 /// Backoff of the repair load and push tasks between router failures.
 pub const REPAIR_TASK_BACKOFF_MS_MAX: u64 = 500;
+/// A repair pacer's burst: this long at `bootstrap_bytes_per_sec_max`, and at most one
+/// `repair_message_bytes_max`, so repair bytes never queue at the link for long ahead of a batch.
+pub const REPAIR_BURST_MS: u64 = 100;

@@ -16,12 +16,22 @@
 //! - [`SourceRepair`] (one per source site) answers the sessions a source runs against us,
 //!   with a [`RepairResponder`] and a snapshot per session (messages wait while it loads).
 //! - [`RepairShared`] owns what both need: the router, snapshot loads and push queues.
+//! - Pacing: each side's messages on a link go through a [`Pacer`] at
+//!   `bootstrap_bytes_per_sec_max` (sessions take turns), so a bootstrap — a repair where every
+//!   range differs — runs at the configured rate beside the live stream. A session's reply
+//!   timeout counts from its last message that actually left (or answer that came), never
+//!   while its requests wait for tokens.
+//!
+//! Snapshot loads are not paced: they are local reads in bounded pages that interleave with
+//! live requests at the partition, and a responder's load runs under the initiator's reply
+//! timeout (pacing it would fail every session on a partition larger than timeout × rate).
 use super::engine::{DurableDelegator, Event};
 use super::limits::{
-    REPAIR_DUMP_BYTES_MAX, REPAIR_DUMP_ENTRIES_MAX, REPAIR_LOAD_ATTEMPTS_MAX,
+    REPAIR_BURST_MS, REPAIR_DUMP_BYTES_MAX, REPAIR_DUMP_ENTRIES_MAX, REPAIR_LOAD_ATTEMPTS_MAX,
     REPAIR_RETRY_BACKOFF_MS_MAX, REPAIR_RETRY_BACKOFF_MS_MIN, REPAIR_SESSIONS_PER_TARGET_MAX,
     REPAIR_TASK_BACKOFF_MS_MAX,
 };
+use crate::bootstrap::Pacer;
 use crate::limits::GatewayLimits;
 use crate::repair::{
     ApplyEffect, RepairProgress, RepairResponder, RepairSession, RepairStatus, Replica,
@@ -279,6 +289,24 @@ impl RepairShared {
     }
 }
 
+/// The pacer of one link's repair messages: `bootstrap_bytes_per_sec_max`, bursts of
+/// [`REPAIR_BURST_MS`] of it but at most one repair message.
+pub fn link_pacer<K: Ord + Clone>(limits: &GatewayLimits, now_ms: u64) -> Pacer<K, Message> {
+    let rate = limits.bootstrap_bytes_per_sec_max;
+    let burst = (rate.saturating_mul(REPAIR_BURST_MS) / 1_000)
+        .min(limits.repair_message_bytes_max as u64)
+        .max(1);
+    Pacer::new(rate, burst, now_ms)
+}
+
+/// Queue `messages` of `flow` on `pacer`, each counted at its encoded frame size.
+fn pace<K: Ord + Clone>(pacer: &mut Pacer<K, Message>, flow: K, messages: Vec<Message>) {
+    for message in messages {
+        let bytes = crate::wire::encoded_len(&message) as u64;
+        pacer.push(flow.clone(), message, bytes);
+    }
+}
+
 /// Payload bytes of a value, for sizing push requests.
 fn value_len(value: &tern_conflict::Value) -> usize {
     match value {
@@ -397,9 +425,31 @@ struct Initiated {
     id: u64,
     phase: Phase,
     started_ms: u64,
+    /// When one of its messages last left the pacer or an answer came: the reply timeout
+    /// counts from here (a request waiting for tokens is not overdue).
+    last_activity_ms: u64,
     /// A new cause for repair arrived after this session's snapshot may have been taken: its
     /// success must not clear the mark (the partition is repaired again).
     stale: bool,
+}
+
+/// When `initiated`'s peer is overdue, if it is running and none of its messages wait in
+/// `pacer`: the session's own deadline, but never before `reply_timeout_ms` after its last
+/// activity.
+fn overdue_at(
+    pacer: &Pacer<PartitionId, Message>,
+    reply_timeout_ms: u64,
+    partition: PartitionId,
+    initiated: &Initiated,
+) -> Option<u64> {
+    let Phase::Running { session, .. } = &initiated.phase else {
+        return None;
+    };
+    if pacer.holds(&partition) {
+        return None;
+    }
+    let due = session.poll_timeout()?;
+    Some(due.max(initiated.last_activity_ms.saturating_add(reply_timeout_ms)))
 }
 
 /// Repair sessions this site runs against one target.
@@ -420,14 +470,25 @@ pub struct TargetRepair {
     repairs_total: u64,
     failures_total: u64,
     wake_at: Option<u64>,
+    /// Messages for the dialed link, per partition, at the configured rate.
+    pacer: Pacer<PartitionId, Message>,
+    reply_timeout_ms: u64,
 }
 
 impl TargetRepair {
-    pub fn new(site: &str, peer: SiteId, interval_ms: u64) -> Self {
+    pub fn new(
+        site: &str,
+        peer: SiteId,
+        interval_ms: u64,
+        limits: &GatewayLimits,
+        now_ms: u64,
+    ) -> Self {
         Self {
             site: site.to_owned(),
             peer,
             interval_ms,
+            pacer: link_pacer(limits, now_ms),
+            reply_timeout_ms: limits.repair_reply_timeout_ms,
             sessions: BTreeMap::new(),
             retry: BTreeMap::new(),
             periodic_due: BTreeSet::new(),
@@ -443,6 +504,32 @@ impl TargetRepair {
     /// Sessions completed (in sync or repaired).
     pub fn repairs_total(&self) -> u64 {
         self.repairs_total
+    }
+
+    /// Partitions with a session under way or due for a periodic one (marked partitions are
+    /// the delegator's to tell).
+    pub fn partitions_under_way(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        self.sessions
+            .keys()
+            .chain(self.periodic_due.iter())
+            .copied()
+    }
+
+    /// Queue what `partition`'s session produced, to leave at the configured rate.
+    fn queue(&mut self, partition: PartitionId, messages: Vec<Message>) {
+        pace(&mut self.pacer, partition, messages);
+    }
+
+    /// What the pacer lets go at `now_ms`; each release counts as its session's activity.
+    fn release(&mut self, now_ms: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some((partition, message)) = self.pacer.poll_release(now_ms) {
+            if let Some(initiated) = self.sessions.get_mut(&partition) {
+                initiated.last_activity_ms = now_ms;
+            }
+            out.push(message);
+        }
+        out
     }
 
     /// When [`Self::drive`] next has something to do (besides reacting to events).
@@ -477,6 +564,7 @@ impl TargetRepair {
                 self.fail(partition, "link to the target went down", now_ms);
             }
         }
+        self.pacer.clear();
     }
 
     /// A repair answer from the target. Returns what to send back on the dialed link.
@@ -502,11 +590,13 @@ impl TargetRepair {
         let Phase::Running { session, replica } = &mut initiated.phase else {
             return Vec::new();
         };
+        initiated.last_activity_ms = now_ms;
         if let Err(error) = session.handle_message(message, replica, now_ms) {
             tracing::warn!(target_site = %self.site, %partition, %error, "repair answer refused");
         }
         shared.push(partition, replica.take_pushes());
-        self.after_step(partition, shared, now_ms)
+        self.after_step(partition, shared, now_ms);
+        self.release(now_ms)
     }
 
     /// The snapshot of load `token` for `partition` arrived (or could not be read).
@@ -544,7 +634,9 @@ impl TargetRepair {
                     session: Box::new(session),
                     replica,
                 };
-                self.after_step(partition, shared, now_ms)
+                initiated.last_activity_ms = now_ms;
+                self.after_step(partition, shared, now_ms);
+                self.release(now_ms)
             }
             Err(error) => {
                 self.fail(partition, &error.to_string(), now_ms);
@@ -553,18 +645,13 @@ impl TargetRepair {
         }
     }
 
-    /// Collects what a running session wants sent; moves a finished one on.
-    fn after_step(
-        &mut self,
-        partition: PartitionId,
-        shared: &mut RepairShared,
-        now_ms: u64,
-    ) -> Vec<Message> {
+    /// Queues what a running session wants sent; moves a finished one on.
+    fn after_step(&mut self, partition: PartitionId, shared: &mut RepairShared, now_ms: u64) {
         let Some(initiated) = self.sessions.get_mut(&partition) else {
-            return Vec::new();
+            return;
         };
         let Phase::Running { session, .. } = &mut initiated.phase else {
-            return Vec::new();
+            return;
         };
         let mut out = Vec::new();
         while let Some(message) = session.poll_transmit() {
@@ -578,15 +665,19 @@ impl TargetRepair {
                     pushes_upto: shared.queued_total(partition),
                 };
             }
-            RepairStatus::Failed(error) => self.fail(partition, &error.to_string(), now_ms),
+            RepairStatus::Failed(error) => {
+                self.fail(partition, &error.to_string(), now_ms);
+                return;
+            }
         }
-        out
+        self.queue(partition, out);
     }
 
     fn fail(&mut self, partition: PartitionId, why: &str, now_ms: u64) {
         let Some(initiated) = self.sessions.remove(&partition) else {
             return;
         };
+        self.pacer.remove_flow(&partition);
         self.failures_total += 1;
         let backoff = self
             .retry
@@ -637,11 +728,8 @@ impl TargetRepair {
         let due: Vec<PartitionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| match &s.phase {
-                Phase::Running { session, .. } => {
-                    session.poll_timeout().is_some_and(|t| t <= now_ms)
-                }
-                _ => false,
+            .filter(|(p, s)| {
+                overdue_at(&self.pacer, self.reply_timeout_ms, **p, s).is_some_and(|t| t <= now_ms)
             })
             .map(|(p, _)| *p)
             .collect();
@@ -653,13 +741,14 @@ impl TargetRepair {
             {
                 session.handle_timeout(now_ms);
             }
-            out.extend(self.after_step(partition, shared, now_ms));
+            self.after_step(partition, shared, now_ms);
         }
         self.complete(delegator, shared, now_ms);
         self.clear_target_mark(delegator);
         if link_up {
             self.start_sessions(delegator, shared, now_ms);
         }
+        out.extend(self.release(now_ms));
         self.wake_at = self.next_wake(link_up, now_ms);
         out
     }
@@ -697,6 +786,7 @@ impl TargetRepair {
             let Some(initiated) = self.sessions.remove(&partition) else {
                 continue;
             };
+            self.pacer.remove_flow(&partition);
             let Phase::Pushing { progress, .. } = initiated.phase else {
                 continue;
             };
@@ -785,6 +875,7 @@ impl TargetRepair {
                     id,
                     phase: Phase::Loading,
                     started_ms: now_ms,
+                    last_activity_ms: now_ms,
                     stale: false,
                 },
             );
@@ -792,16 +883,20 @@ impl TargetRepair {
     }
 
     fn next_wake(&self, link_up: bool, now_ms: u64) -> Option<u64> {
-        let sessions = self.sessions.values().filter_map(|s| match &s.phase {
-            Phase::Running { session, .. } => session.poll_timeout(),
-            _ => None,
-        });
+        let sessions = self
+            .sessions
+            .iter()
+            .filter_map(|(p, s)| overdue_at(&self.pacer, self.reply_timeout_ms, *p, s));
         // Retries wait for the link (its coming up drives again) and only matter while a
         // session slot is free (a completion drives again).
         let retries = self.retry.values().map(|(at, _)| *at).filter(|at| {
             link_up && *at > now_ms && self.sessions.len() < REPAIR_SESSIONS_PER_TARGET_MAX
         });
-        sessions.chain(retries).chain(self.next_periodic_ms).min()
+        sessions
+            .chain(retries)
+            .chain(self.next_periodic_ms)
+            .chain(self.pacer.poll_timeout())
+            .min()
     }
 }
 
@@ -827,10 +922,12 @@ pub struct SourceRepair {
     replicas: BTreeMap<(u64, PartitionId), (u64 /* load token */, Answering)>,
     idle_ms_max: u64,
     sessions_max: usize,
+    /// Answers for the source's link, per (session, partition), at the configured rate.
+    pacer: Pacer<(u64, PartitionId), Message>,
 }
 
 impl SourceRepair {
-    pub fn new(site: &str, peer: SiteId, limits: &GatewayLimits) -> Self {
+    pub fn new(site: &str, peer: SiteId, limits: &GatewayLimits, now_ms: u64) -> Self {
         Self {
             site: site.to_owned(),
             peer,
@@ -838,12 +935,23 @@ impl SourceRepair {
             replicas: BTreeMap::new(),
             idle_ms_max: limits.repair_responder_idle_ms_max,
             sessions_max: limits.repair_responder_sessions_max.max(1),
+            pacer: link_pacer(limits, now_ms),
         }
     }
 
     /// The source's link went down: its sessions are over.
     pub fn handle_disconnected(&mut self) {
         self.replicas.clear();
+        self.pacer.clear();
+    }
+
+    /// What the pacer lets go at `now_ms`.
+    fn release(&mut self, now_ms: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some((_, message)) = self.pacer.poll_release(now_ms) {
+            out.push(message);
+        }
+        out
     }
 
     /// A repair request from the source. Returns the answers for its link.
@@ -871,7 +979,11 @@ impl SourceRepair {
                 queued.push(message);
                 Vec::new()
             }
-            Some((_, Answering::Ready { .. })) => self.answer(key, message, shared, now_ms),
+            Some((_, Answering::Ready { .. })) => {
+                let answers = self.answer(key, message, shared, now_ms);
+                pace(&mut self.pacer, key, answers);
+                self.release(now_ms)
+            }
             None => {
                 self.make_room();
                 let owner = LoadOwner::Responder {
@@ -933,11 +1045,11 @@ impl SourceRepair {
                 },
             ),
         );
-        let mut out = Vec::new();
         for message in queued {
-            out.extend(self.answer(key, message, shared, now_ms));
+            let answers = self.answer(key, message, shared, now_ms);
+            pace(&mut self.pacer, key, answers);
         }
-        out
+        self.release(now_ms)
     }
 
     fn answer(
@@ -994,11 +1106,13 @@ impl SourceRepair {
         }
     }
 
-    pub fn handle_timeout(&mut self, now_ms: u64) {
+    /// Forgets idle sessions; returns the answers the pacer lets go now.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<Message> {
         self.responder.handle_timeout(now_ms);
         let idle_ms_max = self.idle_ms_max;
         self.replicas
             .retain(|_, (_, a)| now_ms < last_used(a).saturating_add(idle_ms_max));
+        self.release(now_ms)
     }
 
     pub fn poll_timeout(&self) -> Option<u64> {
@@ -1006,7 +1120,10 @@ impl SourceRepair {
             .replicas
             .values()
             .map(|(_, a)| last_used(a).saturating_add(self.idle_ms_max));
-        replicas.chain(self.responder.poll_timeout()).min()
+        replicas
+            .chain(self.responder.poll_timeout())
+            .chain(self.pacer.poll_timeout())
+            .min()
     }
 }
 

@@ -14,49 +14,6 @@ pub(crate) fn entry_bytes(key: &Bytes, entry: &Versioned) -> usize {
     postcard::experimental::serialized_size(&(key, entry)).unwrap_or(usize::MAX)
 }
 
-/// Entries read from the start of a range.
-#[derive(Debug, Default)]
-pub(crate) struct Chunk {
-    pub entries: Vec<SyncEntry>,
-    pub bytes: usize,
-    /// Where the chunk ends: the position of the first entry left out, or the range's end.
-    pub to: u64,
-}
-
-/// The entries of `range` in scan order, from its start, while they fit in `bytes_max`.
-/// Entries sharing a position are never split (a range boundary could not fall between
-/// them). With `force_first`, the first position's entries are taken even if over budget, so
-/// an oversized entry still travels, alone.
-pub(crate) fn read_chunk(
-    replica: &dyn Replica,
-    range: PositionRange,
-    bytes_max: usize,
-    force_first: bool,
-) -> Chunk {
-    let mut chunk = Chunk {
-        to: range.to,
-        ..Chunk::default()
-    };
-    let mut last_position = None;
-    replica.visit(range, &mut |position, key, entry| {
-        let size = entry_bytes(key, entry);
-        let same_position = last_position == Some(position);
-        let first = force_first && last_position.is_none();
-        if !same_position && !first && chunk.bytes.saturating_add(size) > bytes_max {
-            chunk.to = position;
-            return false;
-        }
-        chunk.bytes = chunk.bytes.saturating_add(size);
-        chunk.entries.push(SyncEntry {
-            key: key.clone(),
-            entry: entry.clone(),
-        });
-        last_position = Some(position);
-        true
-    });
-    chunk
-}
-
 /// Entries read from the start of a list of ranges, in one pass over the replica.
 #[derive(Debug, Default)]
 pub(crate) struct MultiChunk {
@@ -67,8 +24,10 @@ pub(crate) struct MultiChunk {
     pub covered: Vec<PositionRange>,
 }
 
-/// [`read_chunk`] over several ascending, disjoint ranges with one walk of the replica (whose
-/// range lookups may cost a scan from the start).
+/// The entries of several ascending, disjoint ranges in scan order, from their start, while
+/// they fit in `bytes_max`, with one walk of the replica (whose range lookups may cost a scan
+/// from the start). Entries sharing a position are never split (a range boundary could not
+/// fall between them).
 pub(crate) fn read_ranges(
     replica: &dyn Replica,
     ranges: &[PositionRange],

@@ -46,7 +46,7 @@ pub use responder::{RepairResponder, ResponderStats};
 pub use session::RepairSession;
 pub use tree::{DigestTree, LEAF_BITS_MAX, POSITION_BITS, TreeShape};
 
-pub(crate) use entries::{MESSAGE_OVERHEAD_BYTES, read_chunk};
+pub(crate) use entries::MESSAGE_OVERHEAD_BYTES;
 
 use crate::limits::GatewayLimits;
 use crate::wire::{Digest, DigestParams, Message};

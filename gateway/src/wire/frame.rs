@@ -1,10 +1,7 @@
 //! The frame envelope: `b"TRNW"` · format version (u16 LE) · kind (u8) · payload length (u32 LE)
 //! · postcard payload. Encoding and one-shot decoding of a single frame.
 use super::message::{Ack, Batch, Hello, HelloAck, Message, MessageKind};
-use super::sync::{
-    DigestReply, DigestRequest, RangeEntries, RangeRequest, SnapshotAck, SnapshotChunk,
-    SnapshotRequest,
-};
+use super::sync::{DigestReply, DigestRequest, RangeEntries, RangeRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -142,9 +139,6 @@ fn write_frame(
         Message::DigestReply(m) => append_payload(m, out),
         Message::RangeRequest(m) => append_payload(m, out),
         Message::RangeEntries(m) => append_payload(m, out),
-        Message::SnapshotRequest(m) => append_payload(m, out),
-        Message::SnapshotChunk(m) => append_payload(m, out),
-        Message::SnapshotAck(m) => append_payload(m, out),
     };
     written.map_err(|source| EncodeError::Payload { kind, source })?;
     let frame_bytes = out.len() - start;
@@ -182,9 +176,6 @@ pub fn encoded_len(message: &Message) -> usize {
         Message::DigestReply(m) => serialized_size(m),
         Message::RangeRequest(m) => serialized_size(m),
         Message::RangeEntries(m) => serialized_size(m),
-        Message::SnapshotRequest(m) => serialized_size(m),
-        Message::SnapshotChunk(m) => serialized_size(m),
-        Message::SnapshotAck(m) => serialized_size(m),
     };
     // Sizing into a counter cannot fail for these types; a failure would read as huge.
     HEADER_BYTES.saturating_add(payload.unwrap_or(usize::MAX))
@@ -254,13 +245,6 @@ pub fn decode_payload(kind: MessageKind, payload: &[u8]) -> Result<Message, Wire
         MessageKind::RangeEntries => {
             Message::RangeEntries(take_all::<RangeEntries>(kind, payload)?)
         }
-        MessageKind::SnapshotRequest => {
-            Message::SnapshotRequest(take_all::<SnapshotRequest>(kind, payload)?)
-        }
-        MessageKind::SnapshotChunk => {
-            Message::SnapshotChunk(take_all::<SnapshotChunk>(kind, payload)?)
-        }
-        MessageKind::SnapshotAck => Message::SnapshotAck(take_all::<SnapshotAck>(kind, payload)?),
     })
 }
 

@@ -7,12 +7,10 @@
 //! field means a new kind (or a new format version). New kinds are added without touching old
 //! ones; an old peer rejects an unknown kind with [`WireError::UnknownKind`](super::WireError),
 //! so a sender only uses kinds introduced at or below the `protocol_version` agreed in
-//! [`Hello`]/[`HelloAck`]. Numbers 5–15 are reserved for bootstrap (snapshot request, chunk,
-//! done) and Merkle anti-entropy (digest request, digests, repair).
-use super::sync::{
-    DigestReply, DigestRequest, RangeEntries, RangeRequest, SYNC_PROTOCOL_VERSION, SnapshotAck,
-    SnapshotChunk, SnapshotRequest,
-};
+//! [`Hello`]/[`HelloAck`]. Numbers 5–8 are Merkle anti-entropy (which is also how a new or
+//! wiped site is bootstrapped); 9–11 were a separate snapshot protocol that no release ever
+//! sent, removed: never reuse them. 12–15 are reserved.
+use super::sync::{DigestReply, DigestRequest, RangeEntries, RangeRequest, SYNC_PROTOCOL_VERSION};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tern_conflict::{SiteId, Versioned};
@@ -35,13 +33,11 @@ pub enum MessageKind {
     DigestReply = 6,
     RangeRequest = 7,
     RangeEntries = 8,
-    SnapshotRequest = 9,
-    SnapshotChunk = 10,
-    SnapshotAck = 11,
+    // 9–11: retired (an unused snapshot protocol); a frame of these kinds is an unknown kind.
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 11] = [
+    pub const ALL: [MessageKind; 8] = [
         MessageKind::Hello,
         MessageKind::HelloAck,
         MessageKind::Batch,
@@ -50,9 +46,6 @@ impl MessageKind {
         MessageKind::DigestReply,
         MessageKind::RangeRequest,
         MessageKind::RangeEntries,
-        MessageKind::SnapshotRequest,
-        MessageKind::SnapshotChunk,
-        MessageKind::SnapshotAck,
     ];
 
     pub fn from_byte(byte: u8) -> Option<Self> {
@@ -147,9 +140,6 @@ pub enum Message {
     DigestReply(DigestReply),
     RangeRequest(RangeRequest),
     RangeEntries(RangeEntries),
-    SnapshotRequest(SnapshotRequest),
-    SnapshotChunk(SnapshotChunk),
-    SnapshotAck(SnapshotAck),
 }
 
 impl Message {
@@ -163,9 +153,6 @@ impl Message {
             Message::DigestReply(_) => MessageKind::DigestReply,
             Message::RangeRequest(_) => MessageKind::RangeRequest,
             Message::RangeEntries(_) => MessageKind::RangeEntries,
-            Message::SnapshotRequest(_) => MessageKind::SnapshotRequest,
-            Message::SnapshotChunk(_) => MessageKind::SnapshotChunk,
-            Message::SnapshotAck(_) => MessageKind::SnapshotAck,
         }
     }
 }

@@ -5,14 +5,14 @@
 //! 0       4     magic b"TRNW"
 //! 4       2     format version, u16 LE (currently 1)
 //! 6       1     message kind (1 Hello, 2 HelloAck, 3 Batch, 4 Ack; protocol 2: 5 DigestRequest,
-//!               6 DigestReply, 7 RangeRequest, 8 RangeEntries, 9 SnapshotRequest,
-//!               10 SnapshotChunk, 11 SnapshotAck; 12–15 reserved)
+//!               6 DigestReply, 7 RangeRequest, 8 RangeEntries; 9–11 retired, never reuse;
+//!               12–15 reserved)
 //! 7       4     payload length, u32 LE (frame ≤ frame_bytes_max)
 //! 11      n     postcard payload of the kind's struct, nothing after it
 //! ```
 //!
 //! - [`message`]: the message structs and the rules for adding kinds;
-//! - [`sync`]: the repair and bootstrap messages (protocol version 2);
+//! - [`sync`]: the Merkle repair messages (protocol version 2), also used to bootstrap a site;
 //! - [`frame`]: encoding, one-shot decoding, [`WireError`];
 //! - [`decoder`]: [`FrameDecoder`] for a byte stream that arrives in pieces.
 pub mod decoder;
@@ -34,5 +34,5 @@ pub use message::{
 };
 pub use sync::{
     Digest, DigestParams, DigestReply, DigestRequest, PositionRange, RangeEntries, RangeRequest,
-    SYNC_PROTOCOL_VERSION, SnapshotAck, SnapshotChunk, SnapshotRequest, SyncEntry,
+    SYNC_PROTOCOL_VERSION, SyncEntry,
 };

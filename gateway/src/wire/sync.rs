@@ -1,19 +1,17 @@
-//! Messages of Merkle anti-entropy (kinds 5–8) and bootstrap (kinds 9–11), introduced in
-//! protocol version 2. A sender uses them only on links whose agreed version is at least
+//! Messages of Merkle anti-entropy (kinds 5–8), introduced in protocol version 2. A sender uses them only on links whose agreed version is at least
 //! [`SYNC_PROTOCOL_VERSION`].
 //!
 //! Repair (see `repair/`): the initiator asks for digests level by level, descending only into
 //! differing subtrees (`DigestRequest` → `DigestReply`), then sends its entries of the
-//! differing leaves and asks for the responder's (`RangeRequest` → `RangeEntries`).
-//! Bootstrap (see `bootstrap/`): the target asks (`SnapshotRequest`), the source streams each
-//! partition in scan-position order (`SnapshotChunk`), the target acknowledges what it applied
-//! (`SnapshotAck`).
+//! differing leaves and asks for the responder's (`RangeRequest` → `RangeEntries`). A new or
+//! wiped site is bootstrapped by the same sessions (every range differs), paced by
+//! [`crate::bootstrap`].
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tern_conflict::Versioned;
 use tern_node::core::keyspace::PartitionId;
 
-/// The protocol version that introduced kinds 5–11.
+/// The protocol version that introduced kinds 5–8.
 pub const SYNC_PROTOCOL_VERSION: u16 = 2;
 
 /// A SHA-256 digest (32 bytes on the wire, no length prefix).
@@ -116,35 +114,4 @@ pub struct RangeEntries {
     pub entries: Vec<SyncEntry>,
     /// The last chunk of the answer.
     pub done: bool,
-}
-
-/// Kind 9, target → source: stream me a snapshot of these partitions.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotRequest {
-    pub session: u64,
-    pub partitions: Vec<PartitionId>,
-}
-
-/// Kind 10, source → target: every entry of `partition` with a scan position in `from..to`,
-/// read at or after the snapshot started.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotChunk {
-    pub session: u64,
-    pub partition: PartitionId,
-    /// The partition's change-log position when its snapshot started: the live stream
-    /// carries everything after it.
-    pub snapshot_seq: u64,
-    pub from: u64,
-    pub to: u64,
-    pub entries: Vec<SyncEntry>,
-    /// The partition's last chunk (`to` is the end of the position space).
-    pub last: bool,
-}
-
-/// Kind 11, target → source: every chunk of `partition` below position `through` is applied.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotAck {
-    pub session: u64,
-    pub partition: PartitionId,
-    pub through: u64,
 }
