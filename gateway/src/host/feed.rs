@@ -12,7 +12,7 @@
 //! the feed re-reads every `poll_ms_max`, far more often than the lease runs out
 //! ([`hold_ms_for`]), and a gateway that stops reading releases the writes when it lapses.
 use super::engine::Event;
-use super::limits::LOCAL_IDLE_POLL_MS_MAX;
+use super::limits::{HOLD_MS_MIN, HOLD_READS_MIN, LOCAL_IDLE_POLL_MS_MAX};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -60,12 +60,6 @@ pub struct FeedSettings {
     pub hold_ms: u32,
 }
 
-/// Shortest hold lease: long enough that a read delayed by a failover, a slow router hop or a
-/// busy node does not let the hold lapse while the gateway is alive, short enough that writes
-/// resume soon after the gateway dies. (The node caps it by `limits.wan_hold_ms_max`.)
-pub const HOLD_MS_MIN: u64 = 10_000;
-/// The lease spans at least this many of the feed's longest pauses between reads.
-const HOLD_READS_MIN: u64 = 20;
 
 /// The hold lease for a feed polling at most every `poll_ms_max`: the feed re-reads within
 /// `max(poll_ms_max, LOCAL_IDLE_POLL_MS_MAX)` (plus the read itself) while records wait, so the

@@ -33,3 +33,10 @@ pub const REPAIR_TASK_BACKOFF_MS_MAX: u64 = 500;
 /// A repair pacer's burst: this long at `bootstrap_bytes_per_sec_max`, and at most one
 /// `repair_message_bytes_max`, so repair bytes never queue at the link for long ahead of a batch.
 pub const REPAIR_BURST_MS: u64 = 100;
+/// Shortest `block_writes` hold lease the feed asks for: long enough that a read delayed by a
+/// failover, a slow router hop or a busy node does not let the hold lapse while the gateway is
+/// alive, short enough that writes resume soon after the gateway dies. (The node caps it by
+/// `limits.wan_hold_ms_max`.)
+pub const HOLD_MS_MIN: u64 = 10_000;
+/// The hold lease spans at least this many of the feed's longest pauses between reads.
+pub const HOLD_READS_MIN: u64 = 20;
