@@ -228,7 +228,7 @@ async fn scenario() {
         .await
         .expect_err("still blocked");
     assert!(is_wan_refusal(&error));
-    // Counted for the operator (`tern_wan_writes_refused_total`, published with the status).
+    // Counted for the operator (`tern_writes_refused_wan_full_total`, published with the status).
     eventually("a's status counts the refusals", async || {
         a.node.status().wan_writes_refused_total > 0
     })

@@ -375,7 +375,7 @@ async fn metrics_are_openmetrics_with_the_right_families_and_values() {
             ("tern_map_version", 42.0),
             ("tern_map_leader", 1.0),
             ("tern_failovers_total", 2.0),
-            ("tern_wan_writes_refused_total", 7.0),
+            ("tern_writes_refused_wan_full_total", 7.0),
             (r#"tern_partition_role{partition="0",role="primary"}"#, 1.0),
             (r#"tern_partition_role{partition="0",role="backup"}"#, 0.0),
             (r#"tern_partition_role{partition="2",role="primary"}"#, 0.0),

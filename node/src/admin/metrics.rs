@@ -11,7 +11,7 @@
 //! | `tern_map_version` | gauge | | partition map version this node applied |
 //! | `tern_map_leader` | gauge | | 1 if this node leads the map's Raft group |
 //! | `tern_failovers_total` | counter | | primaries this node took over from a failed node |
-//! | `tern_wan_writes_refused_total` | counter | | client writes refused: WAN backlog full (`block_writes`) |
+//! | `tern_writes_refused_wan_full_total` | counter | | client writes refused: WAN backlog full (`block_writes`) |
 //! | `tern_partition_role` | gauge | partition, role | per replica held here: 1 for the role held, 0 for the other |
 //! | `tern_partition_epoch` | gauge | partition | epoch of each partition this node holds a replica of |
 //! | `tern_backup_lag_records` | gauge | partition, node | records a backup is behind, when known |
@@ -179,7 +179,7 @@ fn encode_status(status: &NodeStatus, encoder: &mut DescriptorEncoder) -> fmt::R
     )?;
     counter(
         encoder,
-        "tern_wan_writes_refused",
+        "tern_writes_refused_wan_full",
         "Client writes refused because the WAN backlog to a remote site was full (overflow = block_writes).",
         status.wan_writes_refused_total,
     )?;
