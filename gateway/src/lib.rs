@@ -26,12 +26,14 @@
 //! | [`backlog`] | the durable backlog (segmented, checksummed append-only log per target), behind [`RecordStore`] through [`BacklogStore`] |
 //! | [`repair`] | Merkle anti-entropy: per-partition digest trees over scan positions, [`RepairSession`] (initiator) and [`RepairResponder`], applying through the resolver on both sides |
 //! | [`bootstrap`] | how a new or wiped site catches up (Merkle repair of every marked partition, live stream uninterrupted) and the [`Pacer`](bootstrap::Pacer) / [`TokenBucket`](bootstrap::TokenBucket) that hold repair traffic to `bootstrap_bytes_per_sec_max` per link |
+//! | [`site`] | [`SiteGateway`](site::SiteGateway): a site's gateway rules over its delegators and sinks — feed pages to delegators under log generations, wipe detection (Hellos held until every partition is read, cursors reset), one apply in flight per (source, partition), repair scheduling and the repair driver, backlog failure and overflow handling, operator requests, status; persistence behind [`SiteStorage`](site::SiteStorage) |
 //! | [`handshake`] | peer and protocol-version checks of `Hello`/`HelloAck` |
 //! | [`limits`] | [`GatewayLimits`]: every limit, named with its unit |
 //!
 //! The shells around these cores: [`net`] (QUIC transport and mutual TLS) and [`host`] (the
-//! node integration: feeding change records in, applying through the router, persisting sink
-//! cursors, running and pacing repairs and bootstraps). Message kinds 9–11 are retired, 12–15
+//! node integration: tokio tasks that read change logs, apply and load through the router,
+//! dial and accept links and keep files, all driving one [`site::SiteGateway`]). The WAN
+//! simulator (`sims/`) drives the same `SiteGateway`. Message kinds 9–11 are retired, 12–15
 //! reserved.
 pub mod apply;
 pub mod backlog;
@@ -44,6 +46,7 @@ pub mod limits;
 pub mod net;
 pub mod repair;
 pub mod sink;
+pub mod site;
 pub mod wire;
 
 #[cfg(test)]

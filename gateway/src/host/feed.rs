@@ -60,7 +60,6 @@ pub struct FeedSettings {
     pub hold_ms: u32,
 }
 
-
 /// The hold lease for a feed polling at most every `poll_ms_max`: the feed re-reads within
 /// `max(poll_ms_max, LOCAL_IDLE_POLL_MS_MAX)` (plus the read itself) while records wait, so the
 /// lease is at least [`HOLD_READS_MIN`] of those and never under [`HOLD_MS_MIN`].

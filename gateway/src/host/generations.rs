@@ -1,38 +1,16 @@
-//! Log generations: what makes WAN sequence numbers keep growing when a partition's change log
-//! starts again from seq 1.
-//!
-//! A site that loses its memory (a standalone node restarted, or every replica of a partition
-//! restarted at once) restarts its partitions' change logs at seq 1, while the other sites'
-//! sinks remember the seqs they already applied from it — the new records would look like
-//! duplicates and never apply. So the gateway ships `wan_seq = generation << 40 | seq`: when
-//! the feed finds a partition's log behind what was already read, the generation goes up
-//! (persisted here, before any record of the new generation is handed to a delegator), the
-//! delegator sees a jump (a gap: the partition is marked for repair, which also brings the
-//! wiped site's data back from its peers) and the stream goes on.
+//! The log generations file (`<data_dir>/log-generations`): what
+//! [`crate::site::generations`] keeps, on disk. Written atomically (temp file, fsync, rename)
+//! before any record of a new generation is handed to a delegator.
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use tern_node::core::PartitionId;
 
-/// Bits of a WAN seq that carry the partition's own seq (2^40 ≈ 10^12 records per generation).
-pub const SEQ_BITS: u32 = 40;
-const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+pub use crate::site::generations::{SEQ_BITS, generation_of, seq_of, wan_seq};
 
 const HEADER: &str = "tern-log-generations v1";
 const TRAILER: &str = "end";
-
-pub fn wan_seq(generation: u64, seq: u64) -> u64 {
-    (generation << SEQ_BITS) | (seq & SEQ_MASK)
-}
-
-pub fn generation_of(wan_seq: u64) -> u64 {
-    wan_seq >> SEQ_BITS
-}
-
-pub fn seq_of(wan_seq: u64) -> u64 {
-    wan_seq & SEQ_MASK
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerationsError {
@@ -118,44 +96,49 @@ impl Generations {
     }
 
     fn store(&self) -> Result<(), GenerationsError> {
-        let io_error = |action, path: &Path| {
-            let path = path.to_owned();
-            move |source| GenerationsError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        let mut text = format!("{HEADER}\n");
-        for (p, g) in &self.by_partition {
-            text.push_str(&format!("{} {g}\n", p.0));
-        }
-        text.push_str(TRAILER);
-        text.push('\n');
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
-        }
-        let tmp = self.path.with_extension("tmp");
-        let mut file = fs::File::create(&tmp).map_err(io_error("create", &tmp))?;
-        file.write_all(text.as_bytes())
-            .map_err(io_error("write", &tmp))?;
-        file.sync_all().map_err(io_error("fsync", &tmp))?;
-        fs::rename(&tmp, &self.path).map_err(io_error("rename into", &self.path))?;
-        Ok(())
+        save(&self.path, &self.by_partition)
     }
+
+    /// Every partition's generation, for the site gateway core.
+    pub fn into_map(self) -> BTreeMap<PartitionId, u64> {
+        self.by_partition
+    }
+}
+
+/// Replaces the file at `path` with `by_partition`, durably.
+pub fn save(
+    path: &Path,
+    by_partition: &BTreeMap<PartitionId, u64>,
+) -> Result<(), GenerationsError> {
+    let io_error = |action, path: &Path| {
+        let path = path.to_owned();
+        move |source| GenerationsError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let mut text = format!("{HEADER}\n");
+    for (p, g) in by_partition {
+        text.push_str(&format!("{} {g}\n", p.0));
+    }
+    text.push_str(TRAILER);
+    text.push('\n');
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp).map_err(io_error("create", &tmp))?;
+    file.write_all(text.as_bytes())
+        .map_err(io_error("write", &tmp))?;
+    file.sync_all().map_err(io_error("fsync", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_error("rename into", path))?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wan_seqs_order_generations_before_seqs() {
-        assert!(wan_seq(1, 1) > wan_seq(0, SEQ_MASK));
-        assert_eq!(seq_of(wan_seq(3, 42)), 42);
-        assert_eq!(generation_of(wan_seq(3, 42)), 3);
-        assert_eq!(wan_seq(0, 7), 7, "generation 0 is the plain seq");
-    }
 
     #[test]
     fn bumps_persist_and_reload() {

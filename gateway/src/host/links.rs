@@ -4,6 +4,7 @@
 //! Links carry a connection id so the engine ignores events of a link it already replaced.
 use super::engine::Event;
 use crate::net::{WanEndpoint, WanLink};
+use crate::site::Side;
 use crate::wire::Message;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,15 +15,6 @@ use tokio::task::JoinHandle;
 
 /// Where the engine sends a link's outgoing messages (one `Vec` = one write).
 pub type LinkOut = mpsc::UnboundedSender<Vec<Message>>;
-
-/// Which side of the pair a link serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// We dialed: our delegator ships to the peer's sink.
-    ToTarget,
-    /// The peer dialed: its delegator ships to our sink.
-    FromSource,
-}
 
 /// Connection ids, unique within the process.
 #[derive(Clone, Debug, Default)]

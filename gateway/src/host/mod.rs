@@ -12,23 +12,26 @@
 //!  links (dialer per target, acceptor for sources; reader + writer per link)
 //! ```
 //!
-//! One engine task owns all protocol state, so no locks guard it; tasks talk to it through
-//! one unbounded event channel (bounded in practice: each feed and apply task has at most one
-//! event outstanding, and links only carry what the peers' windows allow).
+//! One engine task owns all protocol state — the sans-IO [`SiteGateway`](crate::site::SiteGateway),
+//! which makes every decision — so no locks guard it; tasks talk to it through one unbounded
+//! event channel (bounded in practice: each feed and apply task has at most one event
+//! outstanding, and links only carry what the peers' windows allow).
 mod apply;
 pub mod cursors;
 mod engine;
 mod feed;
 pub mod generations;
-pub mod lag;
 pub mod limits;
 mod links;
 pub mod params;
 mod repair;
+pub mod storage;
 
+pub use crate::site::lag;
 pub use params::HostParams;
 
-use engine::{Engine, Event};
+use crate::site::{SiteGateway, SiteGatewayConfig};
+use engine::{Engine, EngineIo, Event};
 use feed::{FeedRewind, FeedSettings, spawn_feed};
 use limits::ADMIN_QUEUE_LEN;
 use links::spawn_acceptor;
@@ -131,21 +134,35 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
     )?;
     let local_addr = endpoint.local_addr();
     let (events, mut event_rx) = mpsc::unbounded_channel::<Event>();
-    let mut engine = Engine::new(
-        config.site.clone(),
-        SiteId(site_id),
-        config.clone(),
-        params::gateway_limits(&config),
-        params::backlog_config(&config),
-        router.clone(),
-        hub.clone(),
-        resolvers,
-        endpoint.clone(),
-        events.clone(),
-        generations,
-        tombstone_retention_ms,
-    );
     let now_ms = unix_now_ms();
+    let core = SiteGateway::new(
+        SiteGatewayConfig {
+            site: config.site.clone(),
+            site_id: SiteId(site_id),
+            partition_count: router.keyspace().partition_count(),
+            limits: params::gateway_limits(&config),
+            resolvers,
+            tombstone_retention_ms,
+            apply_records_max: config.feed_records_max,
+            apply_bytes_max: config.feed_bytes_max,
+            repair_interval_ms: config.repair_interval_ms,
+            cursor_persist_ms: config.cursor_persist_ms,
+        },
+        storage::FsSiteStorage::new(config.data_dir.clone(), params::backlog_config(&config)),
+        generations.into_map(),
+        now_ms,
+    );
+    let mut engine = Engine::new(
+        core,
+        EngineIo {
+            router: router.clone(),
+            hub: hub.clone(),
+            endpoint: endpoint.clone(),
+            ids: links::ConnIds::default(),
+            events: events.clone(),
+            reconnect_ms: config.reconnect_ms,
+        },
+    );
     for peer in &config.peers {
         let spec = WanTargetSpec {
             site: peer.site.clone(),
@@ -156,7 +173,11 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
             .add_peer(&spec, now_ms)
             .map_err(|e| HostError::Peer(e.to_string()))?;
     }
-    let mut tasks = vec![spawn_acceptor(endpoint, engine.ids.clone(), events.clone())];
+    let mut tasks = vec![spawn_acceptor(
+        endpoint,
+        engine.ids().clone(),
+        events.clone(),
+    )];
     let settings = FeedSettings {
         poll_ms_max: config.feed_poll_ms_max,
         records_max: config.feed_records_max,

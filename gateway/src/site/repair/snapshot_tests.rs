@@ -1,7 +1,8 @@
 //! [`SnapshotReplica`]: visit order and ranges, the apply rule (the same as `CoreReplica`'s)
 //! and the pushes it records; a whole session between two snapshots.
 use super::*;
-use crate::repair::CoreReplica;
+use crate::GatewayLimits;
+use crate::repair::{CoreReplica, RepairResponder, RepairSession, RepairStatus};
 use crate::repair::test_support::{self as ts, A, B, PARTITION};
 use crate::wire::{DigestParams, PositionRange};
 use tern_conflict::{HlcTimestamp, LastWriterWins, Value, Version};

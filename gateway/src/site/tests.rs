@@ -1,0 +1,328 @@
+//! The site-level rules, driven directly: log generations, wipe detection and the Hello hold,
+//! apply dispatch, operator requests.
+use super::*;
+use crate::repair::test_support as ts;
+use crate::wire::{HelloAck, Message, PROTOCOL_VERSION};
+use tern_node::admin::WanTargetSpec;
+use tern_node::core::{ChangeRecord, CommandResult, WanChangesPage};
+
+const LOCAL: SiteId = SiteId(1);
+const PEER: SiteId = SiteId(2);
+const PEER_SITE: &str = "east";
+const PARTITIONS: u16 = 2;
+const P0: PartitionId = PartitionId(0);
+const P1: PartitionId = PartitionId(1);
+
+fn config() -> SiteGatewayConfig {
+    SiteGatewayConfig {
+        site: "west".into(),
+        site_id: LOCAL,
+        partition_count: PARTITIONS,
+        limits: GatewayLimits::default(),
+        resolvers: Arc::new(KeyspaceResolvers::default()),
+        tombstone_retention_ms: 1_000,
+        apply_records_max: 2,
+        apply_bytes_max: 1 << 20,
+        repair_interval_ms: 0,
+        cursor_persist_ms: 10,
+    }
+}
+
+fn spec(site: &str, id: u16) -> WanTargetSpec {
+    WanTargetSpec {
+        site: site.into(),
+        site_id: id,
+        addr: "127.0.0.1:7000".into(),
+    }
+}
+
+/// A gateway with one peer whose sink had applied `applied` of partition 0.
+fn gateway(applied: u64) -> SiteGateway<MemSiteStorage> {
+    let mut storage = MemSiteStorage::default();
+    let cursors = BTreeMap::from([(P0, applied)]);
+    storage
+        .store_cursors(PEER_SITE, &cursors)
+        .expect("memory saves");
+    let mut gw = SiteGateway::new(config(), storage, BTreeMap::new(), 0);
+    gw.handle_admin(AdminCommand::AddTarget(spec(PEER_SITE, PEER.0)), 0)
+        .expect("a valid peer");
+    gw
+}
+
+/// `n` committed records of `partition`, seqs 1..=n.
+fn records(partition: PartitionId, n: u64) -> Vec<ChangeRecord> {
+    let mut core = ts::core(LOCAL);
+    for i in 0..n {
+        ts::set(&mut core, ts::key(i), "v", None, 1_000 + i);
+    }
+    core.changes_since(0)
+        .expect("nothing dropped")
+        .cloned()
+        .map(|mut r| {
+            r.partition = partition;
+            r
+        })
+        .collect()
+}
+
+fn page(records: Vec<ChangeRecord>, last_seq: u64) -> WanChangesPage {
+    WanChangesPage { records, last_seq }
+}
+
+fn hello() -> Message {
+    Message::Hello(crate::wire::Hello {
+        site: PEER,
+        target: LOCAL,
+        protocol_version: PROTOCOL_VERSION,
+    })
+}
+
+/// The HelloAcks sent so far on the source side.
+fn hello_acks(gw: &mut SiteGateway<MemSiteStorage>) -> Vec<HelloAck> {
+    let mut acks = Vec::new();
+    while let Some(t) = gw.poll_transmit() {
+        for m in t.messages {
+            if let (Side::FromSource, Message::HelloAck(ack)) = (t.link.side, m) {
+                acks.push(ack);
+            }
+        }
+    }
+    acks
+}
+
+fn cursor_of(ack: &HelloAck, partition: PartitionId) -> u64 {
+    ack.cursors
+        .iter()
+        .find(|(p, _)| *p == partition)
+        .map_or(0, |(_, s)| *s)
+}
+
+#[test]
+fn a_restarted_log_ships_under_a_new_generation_saved_first() {
+    let mut gw = gateway(0);
+    let next = gw.handle_feed_page(P0, 0, &page(records(P0, 3), 3), false, 1);
+    assert_eq!(next, 3, "the delegator took seqs 1..=3");
+    assert_eq!(
+        gw.delegator(PEER_SITE).and_then(|d| d.resume_after(P0)),
+        Some(3)
+    );
+    // The log went back (the partition lost its memory): generation 1, read from 0 again.
+    let next = gw.handle_feed_page(P0, 3, &page(Vec::new(), 0), true, 2);
+    assert_eq!(next, 0);
+    assert_eq!(gw.generation(P0), 1);
+    assert_eq!(gw.storage().generations().get(&P0), Some(&1), "saved");
+    let next = gw.handle_feed_page(P0, 0, &page(records(P0, 2), 2), false, 3);
+    assert_eq!(next, 2, "seqs of the new log, within generation 1");
+    assert_eq!(
+        gw.delegator(PEER_SITE).and_then(|d| d.resume_after(P0)),
+        Some(generations::wan_seq(1, 2))
+    );
+    // Another peer's feed start is computed within the current generation.
+    assert_eq!(gw.feed_start(P0), 2);
+}
+
+#[test]
+fn a_generation_that_cannot_be_saved_is_not_used() {
+    let mut gw = gateway(0);
+    gw.handle_feed_page(P0, 0, &page(records(P0, 3), 3), false, 1);
+    let mut storage_fails = gw;
+    storage_fails.storage.fail_saves(true);
+    let next = storage_fails.handle_feed_page(P0, 3, &page(Vec::new(), 0), true, 2);
+    assert_eq!(next, 3, "the feed asks again from where it was");
+    assert_eq!(storage_fails.generation(P0), 0);
+}
+
+#[test]
+fn hellos_wait_for_every_partition_and_a_wiped_partition_resets_its_cursor() {
+    // (P0's first page: log last seq, expected cursor in the HelloAck)
+    let cases = [(0, 0), (9, 5)];
+    for (p0_last_seq, expected) in cases {
+        let mut gw = gateway(5);
+        gw.handle_link_up(Side::FromSource, PEER_SITE, 7, 1);
+        gw.handle_message(Side::FromSource, PEER_SITE, 7, hello(), 1);
+        assert!(
+            hello_acks(&mut gw).is_empty(),
+            "held: no partition read yet"
+        );
+        gw.handle_feed_page(P0, 0, &page(Vec::new(), p0_last_seq), false, 2);
+        assert!(hello_acks(&mut gw).is_empty(), "held: P1 not read yet");
+        gw.handle_feed_page(P1, 0, &page(Vec::new(), 0), false, 3);
+        let acks = hello_acks(&mut gw);
+        assert_eq!(
+            acks.len(),
+            1,
+            "last seq {p0_last_seq}: answered once all are read"
+        );
+        assert_eq!(cursor_of(&acks[0], P0), expected, "last seq {p0_last_seq}");
+    }
+}
+
+#[test]
+fn held_hellos_are_answered_after_the_hold_and_a_late_wipe_closes_the_link() {
+    let mut gw = gateway(5);
+    gw.handle_link_up(Side::FromSource, PEER_SITE, 7, 1);
+    gw.handle_message(Side::FromSource, PEER_SITE, 7, hello(), 1);
+    gw.handle_feed_page(P1, 0, &page(Vec::new(), 0), false, 2);
+    gw.handle_timers(limits::HELLO_HOLD_MS_MAX - 1);
+    assert!(hello_acks(&mut gw).is_empty());
+    gw.handle_timers(limits::HELLO_HOLD_MS_MAX);
+    let acks = hello_acks(&mut gw);
+    assert_eq!(
+        acks.len(),
+        1,
+        "a partition without a primary must not stop the WAN"
+    );
+    assert_eq!(cursor_of(&acks[0], P0), 5);
+    // P0 turns out wiped: the source was told 5, so its link is closed to greet again.
+    gw.handle_feed_page(
+        P0,
+        0,
+        &page(Vec::new(), 0),
+        false,
+        limits::HELLO_HOLD_MS_MAX + 1,
+    );
+    assert_eq!(
+        gw.poll_close_link(),
+        Some(LinkRef {
+            side: Side::FromSource,
+            site: PEER_SITE.into(),
+            conn: 7
+        })
+    );
+    let p0_cursor = gw
+        .sink(PEER_SITE)
+        .and_then(|s| s.applied_cursors().find(|(p, _)| *p == P0));
+    assert_eq!(p0_cursor.map_or(0, |(_, seq)| seq), 0, "reset");
+    gw.handle_timers(limits::HELLO_HOLD_MS_MAX + 100);
+    assert_eq!(
+        gw.storage()
+            .cursors(PEER_SITE)
+            .get(&P0)
+            .copied()
+            .unwrap_or(0),
+        0,
+        "reset saved"
+    );
+}
+
+#[test]
+fn operator_requests_are_checked() {
+    let mut gw = gateway(0);
+    // (command, expected error text, if any)
+    let cases: Vec<(AdminCommand, Option<&str>)> = vec![
+        (
+            AdminCommand::AddTarget(spec("west", 9)),
+            Some("is this site"),
+        ),
+        (
+            AdminCommand::AddTarget(spec(PEER_SITE, 9)),
+            Some("already a target"),
+        ),
+        (
+            AdminCommand::AddTarget(spec("north", PEER.0)),
+            Some("already in use"),
+        ),
+        (
+            AdminCommand::AddTarget(spec("north", LOCAL.0)),
+            Some("already in use"),
+        ),
+        (
+            AdminCommand::AddTarget(WanTargetSpec {
+                addr: "not an address".into(),
+                ..spec("north", 3)
+            }),
+            Some("addr"),
+        ),
+        (AdminCommand::Repair("south".into()), Some("unknown site")),
+        (
+            AdminCommand::RemoveTarget("south".into()),
+            Some("unknown site"),
+        ),
+        (AdminCommand::Repair(PEER_SITE.into()), None),
+        (AdminCommand::AddTarget(spec("north", 3)), None),
+        (AdminCommand::RemoveTarget("north".into()), None),
+    ];
+    for (command, expected) in cases {
+        let result = gw.handle_admin(command.clone(), 1);
+        match expected {
+            None => assert_eq!(result, Ok(()), "{command:?}"),
+            Some(text) => {
+                let error = result.expect_err("refused").to_string();
+                assert!(error.contains(text), "{command:?}: {error}");
+            }
+        }
+    }
+    let repairing: Vec<_> = gw.status().targets[0].repairing_partitions.clone();
+    assert_eq!(
+        repairing,
+        vec![0, 1],
+        "an operator's repair marks every partition"
+    );
+    assert!(gw.poll_feed_rewind(), "an added target rewinds the feeds");
+    assert!(!gw.poll_feed_rewind(), "once");
+}
+
+#[test]
+fn one_apply_in_flight_per_source_and_partition() {
+    let mut gw = gateway(0);
+    gw.handle_feed_page(P0, 0, &page(Vec::new(), 0), false, 1);
+    gw.handle_feed_page(P1, 0, &page(Vec::new(), 0), false, 1);
+    gw.handle_link_up(Side::FromSource, PEER_SITE, 7, 1);
+    gw.handle_message(Side::FromSource, PEER_SITE, 7, hello(), 1);
+    // A source's delegator ships five records of P0 and one of P1.
+    let mut source = crate::Delegator::new(PEER, LOCAL, GatewayLimits::default());
+    source.handle_connected(1);
+    let acks = hello_acks(&mut gw);
+    source
+        .handle_hello_ack(acks[0].clone(), 1)
+        .expect("a valid HelloAck");
+    let wan = |r: &ChangeRecord| crate::wire::WanRecord {
+        origin: PEER,
+        partition: r.partition,
+        prev_seq: 0,
+        seq: r.seq,
+        key: r.key.clone(),
+        entry: r.entry.clone(),
+        committed_at_ms: 0,
+    };
+    let shipped: Vec<_> = records(P0, 5)
+        .iter()
+        .chain(&records(P1, 1))
+        .map(wan)
+        .collect();
+    let intake = source.handle_records(shipped, 1).expect("in memory");
+    assert_eq!(intake.overflow, None);
+    source.handle_timeout(1_000);
+    while let Some(message) = source.poll_transmit() {
+        gw.handle_message(Side::FromSource, PEER_SITE, 7, message, 2);
+    }
+    let mut requests = Vec::new();
+    while let Some(r) = gw.poll_apply() {
+        requests.push(r);
+    }
+    let shape: Vec<(PartitionId, usize)> = requests
+        .iter()
+        .map(|r| (r.partition, r.records.len()))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![(P0, 2), (P1, 1)],
+        "apply_records_max 2, one per partition"
+    );
+    let ok = |n: usize| -> Vec<CommandResult> {
+        (0..n)
+            .map(|_| {
+                Ok(tern_node::core::Response::WanApplied {
+                    changed: true,
+                    conflict: false,
+                    clock_rejected: false,
+                })
+            })
+            .collect()
+    };
+    gw.handle_applied(PEER_SITE, P0, &requests[0].records, &ok(2), 3);
+    let next = gw.poll_apply().expect("the next chunk of P0");
+    assert_eq!((next.partition, next.records.len()), (P0, 2));
+    assert_eq!(gw.poll_apply(), None, "still one in flight");
+    assert_eq!(gw.status().sources[0].applied_total, 2);
+}
