@@ -269,7 +269,7 @@ impl PartitionCore {
         let seq = match (outcome, slot) {
             (Outcome::Unchanged, _) | (_, None) => None,
             (_, Some(entry)) => {
-                self.store(key.clone(), entry.clone());
+                self.store(&key, entry.clone());
                 Some(self.log.append(key, entry))
             }
         };
@@ -406,6 +406,12 @@ impl PartitionCore {
     /// continues with the same numbering if it is promoted. Records carry full state, so this is
     /// a plain replace; a record that does not directly follow the last one is refused.
     pub fn apply_replicated(&mut self, record: &ChangeRecord) -> Result<(), SeqGap> {
+        self.apply_replicated_owned(record.clone())
+    }
+
+    /// [`Self::apply_replicated`] taking the record, which then moves into the change log
+    /// instead of being copied (the backup's hot path: one record per replicated write).
+    pub fn apply_replicated_owned(&mut self, record: ChangeRecord) -> Result<(), SeqGap> {
         let expected = self.log.last_seq() + 1;
         if record.seq != expected {
             return Err(SeqGap {
@@ -418,9 +424,11 @@ impl PartitionCore {
         let _ = self
             .hlc
             .observe(record.entry.version.hlc, record.entry.version.hlc.wall_ms);
-        self.store(record.key.clone(), record.entry.clone());
-        self.log
-            .append_at(record.seq, record.key.clone(), record.entry.clone())
+        let ChangeRecord {
+            seq, key, entry, ..
+        } = record;
+        self.store(&key, entry.clone());
+        self.log.append_at(seq, key, entry)
     }
 
     /// Every stored entry (tombstones included) in SCAN order, for a snapshot that brings a
@@ -446,7 +454,7 @@ impl PartitionCore {
             let _ = self
                 .hlc
                 .observe(entry.version.hlc, entry.version.hlc.wall_ms);
-            self.store(key, entry);
+            self.store(&key, entry);
         }
         self.log.reset_to(last_seq);
     }
@@ -691,16 +699,14 @@ impl PartitionCore {
         self.check_wan_hold(record_bytes(&key, &value), now_ms)?;
         let hlc = self.hlc.now(now_ms);
         let site = self.config.site;
-        let version = match self.entries.get(&key) {
-            Some(previous) => previous.version.successor(site, hlc),
-            None => Version::first(site, hlc),
-        };
-        let entry = Versioned {
+        let entry = self.store_with(&key, |previous| Versioned {
             value,
-            version,
+            version: match previous {
+                Some(previous) => previous.version.successor(site, hlc),
+                None => Version::first(site, hlc),
+            },
             expires_at_ms,
-        };
-        self.store(key.clone(), entry.clone());
+        });
         self.log.append(key, entry);
         Ok(())
     }
@@ -711,28 +717,59 @@ impl PartitionCore {
     }
 
     /// Replace `key`'s entry, keeping the indexes and counts in step.
-    fn store(&mut self, key: Bytes, entry: Versioned) {
+    fn store(&mut self, key: &Bytes, entry: Versioned) {
+        self.put(key, |_| entry, |_| ());
+    }
+
+    /// Replace `key`'s entry with the one `make` builds from the current one (if any); returns
+    /// a copy for the change log.
+    fn store_with(
+        &mut self,
+        key: &Bytes,
+        make: impl FnOnce(Option<&Versioned>) -> Versioned,
+    ) -> Versioned {
+        self.put(key, make, Versioned::clone)
+    }
+
+    /// The one place entries are replaced: `make` builds the new entry from the current one,
+    /// `copy` takes what the caller needs of it before it is stored. One lookup: on the write
+    /// path the key's bytes and slot are cold (many keys per partition), so each extra probe is
+    /// a cache miss. An overwrite keeps the map's own key, so the caller's key is not cloned
+    /// (nor promoted to a shared buffer) here and can move into the change log.
+    fn put<R>(
+        &mut self,
+        key: &Bytes,
+        make: impl FnOnce(Option<&Versioned>) -> Versioned,
+        copy: impl FnOnce(&Versioned) -> R,
+    ) -> R {
+        let slot = self.entries.get_mut(key);
+        let entry = make(slot.as_deref());
+        let copied = copy(&entry);
         let new_index = deadline_index(&entry);
         let new_is_value = !entry.is_tombstone();
-        match self.entries.insert(key.clone(), entry) {
-            Some(old) => {
-                self.unindex(&key, &old);
-                if !old.is_tombstone() {
-                    self.value_entries -= 1;
-                }
-            }
+        let old = match slot {
+            Some(slot) => Some(std::mem::replace(slot, entry)),
             None => {
-                self.scan_index.insert((scan_position(&key), key.clone()));
+                self.entries.insert(key.clone(), entry);
+                self.scan_index.insert((scan_position(key), key.clone()));
+                None
+            }
+        };
+        if let Some(old) = &old {
+            self.unindex(key, old);
+            if !old.is_tombstone() {
+                self.value_entries -= 1;
             }
         }
         if new_is_value {
             self.value_entries += 1;
         }
         match new_index {
-            Some((DeadlineKind::ValueExpiry, at)) => self.value_deadlines.insert((at, key)),
-            Some((DeadlineKind::Purge, at)) => self.purge_deadlines.insert((at, key)),
+            Some((DeadlineKind::ValueExpiry, at)) => self.value_deadlines.insert((at, key.clone())),
+            Some((DeadlineKind::Purge, at)) => self.purge_deadlines.insert((at, key.clone())),
             None => false,
         };
+        copied
     }
 
     fn unindex(&mut self, key: &Bytes, old: &Versioned) {

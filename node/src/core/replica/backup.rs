@@ -49,7 +49,7 @@ impl ReplicaCore {
                     key: record.key,
                     entry: record.entry,
                 };
-                if self.core.apply_replicated(&change).is_err() {
+                if self.core.apply_replicated_owned(change).is_err() {
                     self.nack(from, epoch, round);
                     return;
                 }

@@ -4,15 +4,19 @@
 use super::messages::RequestOutcome;
 use super::types::RequestId;
 use crate::core::command::CommandResult;
-use std::collections::{BTreeMap, VecDeque};
+use foldhash::fast::FixedState;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug)]
 pub(crate) struct DedupTable {
     capacity: usize,
     /// Outcomes sorted by seq (execution order), oldest first: FIFO eviction and range reads.
     order: VecDeque<RequestOutcome>,
-    /// Request id → seq of its outcome in `order`.
-    index: BTreeMap<RequestId, u64>,
+    /// Request id → seq of its outcome in `order`. A hash map (one probe per write instead of a
+    /// tree walk over `dedup_requests_max` ids); never iterated, so its order affects nothing,
+    /// and the fixed hasher keeps the core free of global randomness.
+    index: HashMap<RequestId, u64, FixedState>,
 }
 
 impl DedupTable {
@@ -20,7 +24,7 @@ impl DedupTable {
         Self {
             capacity,
             order: VecDeque::new(),
-            index: BTreeMap::new(),
+            index: HashMap::with_hasher(FixedState::default()),
         }
     }
 
@@ -42,10 +46,15 @@ impl DedupTable {
 
     /// Remember an outcome; a known id is left as it is (a duplicate delivery).
     pub(crate) fn insert(&mut self, outcome: RequestOutcome) {
-        if self.capacity == 0 || self.index.contains_key(&outcome.id) {
+        if self.capacity == 0 {
             return;
         }
-        self.index.insert(outcome.id, outcome.seq);
+        match self.index.entry(outcome.id) {
+            Entry::Occupied(_) => return,
+            Entry::Vacant(slot) => {
+                slot.insert(outcome.seq);
+            }
+        }
         // Outcomes arrive in seq order (append, the hot path: one per write); the search only
         // matters after a resend reordered them.
         if self.order.back().is_none_or(|last| last.seq <= outcome.seq) {
