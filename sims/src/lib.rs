@@ -15,7 +15,7 @@
 //! | [`world`] | hosts + network + queue + trace: the loop's substrate |
 //! | [`trace`] | FNV-1a trace hash and the optional text tail |
 //! | [`check`] | oracles: reference model, linearizability, core audit, WAN convergence, site invariants ([`check::site`]) |
-//! | [`scenario`] | the scenarios and [`RunReport`]: `single-node`, `wan-partition`, `wan-crash`, `wan-chaos` (multi-site WAN replication through the real gateway cores, see [`scenario::wan`]), `site-failover`, `site-partition`, `site-chaos` (one site of 3–5 nodes: the map's Raft group, failure detector, planner and replica cores behind the shell rules of [`scenario::site::node`], see [`scenario::site`]) |
+//! | [`scenario`] | the scenarios and [`RunReport`]: `single-node`, `wan-partition`, `wan-crash`, `wan-chaos` (multi-site WAN replication through the real gateway cores, see [`scenario::wan`]), `site-failover`, `site-partition`, `site-chaos` (one site of 3–5 nodes: the map's Raft group, failure detector, planner, membership steps and replica cores behind the shell rules of [`scenario::site::node`], see [`scenario::site`]), `site-membership` (the same, plus an operator who drains and removes, adds and drops dead nodes by rolling configuration restarts) |
 //!
 //! # Replaying a failure
 //!

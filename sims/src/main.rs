@@ -5,6 +5,7 @@
 //! tern-sims sweep --scenario single-node --seeds 0..1000
 //! tern-sims sweep --scenario wan-chaos --seeds 0..1000
 //! tern-sims run   --scenario site-chaos --seed 7 --trace
+//! tern-sims sweep --scenario site-membership --seeds 0..300
 //! ```
 //!
 //! Exits non-zero if any run breaks an invariant.

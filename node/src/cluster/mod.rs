@@ -7,6 +7,7 @@
 //! - [`map`] — the partition map and its conditional commands (`PartitionMap::apply`);
 //! - [`placement`] — deterministic, zone-aware, balanced placement (bounded-load rendezvous);
 //! - [`planner`] — map + liveness → commands the Raft leader proposes;
+//! - [`membership`] — the leader's steps towards its configured members (add, remove);
 //! - [`detector`] — heartbeat failure detector; [`timings`] — its and Raft's timings;
 //! - [`raft_group`] — the Raft group (raft-rs `RawNode`) replicating map commands;
 //!   [`raft_storage`] — its storage and the persistence seam (in memory, or files);
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod detector;
 pub mod ids;
 pub mod map;
+pub mod membership;
 pub mod placement;
 pub mod planner;
 pub mod raft_group;

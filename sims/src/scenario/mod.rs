@@ -23,6 +23,9 @@ pub enum Scenario {
     SitePartition,
     /// A site under every fault at once, clock steps and drift included.
     SiteChaos,
+    /// A site under every fault while an operator drains, removes and adds nodes (rolling
+    /// configuration changes, a node joining, a dead node dropped).
+    SiteMembership,
     /// N sites over a WAN: full and one-way partitions, loss, duplication, reordering.
     WanPartition,
     /// N sites over a WAN: gateway crashes and restarts, repairs after lost history.
@@ -37,6 +40,7 @@ impl Scenario {
         Scenario::SiteFailover,
         Scenario::SitePartition,
         Scenario::SiteChaos,
+        Scenario::SiteMembership,
         Scenario::WanPartition,
         Scenario::WanCrash,
         Scenario::WanChaos,
@@ -48,6 +52,7 @@ impl Scenario {
             Scenario::SiteFailover => "site-failover",
             Scenario::SitePartition => "site-partition",
             Scenario::SiteChaos => "site-chaos",
+            Scenario::SiteMembership => "site-membership",
             Scenario::WanPartition => "wan-partition",
             Scenario::WanCrash => "wan-crash",
             Scenario::WanChaos => "wan-chaos",
@@ -64,6 +69,7 @@ impl Scenario {
             Scenario::SiteFailover => Some(site::SiteKind::Failover),
             Scenario::SitePartition => Some(site::SiteKind::Partition),
             Scenario::SiteChaos => Some(site::SiteKind::Chaos),
+            Scenario::SiteMembership => Some(site::SiteKind::Membership),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The fault schedule: the chaos host's timers draw faults from the scenario's [`FaultMix`]
 //! during the chaos phase, undo each after its duration, then heal everything and walk the run
 //! through its last phases.
-use super::{Msg, Phase, Sim};
+use super::{Life, Msg, Phase, Sim};
 use crate::check::Violation;
 use crate::world::World;
 use tern_node::cluster::NodeStatus;
@@ -40,7 +40,9 @@ pub enum Fault {
         node: usize,
         delta_us: i64,
     },
-    /// End of chaos: every link restored, every node up.
+    /// The operator's next look at the site (`site-membership`).
+    Operator,
+    /// End of chaos: every link restored, every node up (once the operator is done).
     Heal,
     /// After the heal: see whether every partition is served yet (measures resume time).
     Probe,
@@ -83,7 +85,7 @@ impl FaultMix {
                 degrade: 25,
                 clock_step: 0,
             },
-            SiteKind::Chaos => Self {
+            SiteKind::Chaos | SiteKind::Membership => Self {
                 crash: 30,
                 isolate: 15,
                 split: 10,
@@ -112,6 +114,10 @@ impl Sim {
             Fault::Next => {
                 if self.phase == super::Phase::Warmup {
                     self.phase = Phase::Chaos;
+                    if !self.operator.done() {
+                        let start_ms = world.rng().between(0, 1_000);
+                        world.set_timer(host, start_ms * 1000, Msg::Chaos(Fault::Operator));
+                    }
                 }
                 if self.phase != Phase::Chaos {
                     return Ok(());
@@ -126,7 +132,8 @@ impl Sim {
                 world.set_timer(host, down_ms * 1000, Msg::Chaos(Fault::Restart { node }));
             }
             Fault::Restart { node } => {
-                if self.slots[node].node.is_none() {
+                // A node stopped for good meanwhile stays down.
+                if self.slots[node].node.is_none() && self.slots[node].life == Life::Active {
                     world.restart(self.slots[node].host);
                     self.start_node(world, node)?;
                 }
@@ -168,6 +175,26 @@ impl Sim {
                 world.clock_mut(host).step(delta_us);
                 self.stats.clock_steps += 1;
             }
+            Fault::Operator => self.operate(world)?,
+            Fault::Heal if !self.operator.done() => {
+                // The operator finishes first (within its bound), faults going on meanwhile.
+                let planned = (self.config.warmup_ms + self.config.chaos_ms) * 1000;
+                let late_us = world
+                    .now()
+                    .micros_since(crate::time::SimTime::ZERO)
+                    .saturating_sub(planned);
+                if late_us > self.config.operator_bound_ms * 1000 {
+                    return Err(Violation::Stalled {
+                        detail: format!(
+                            "the operator is not done {} ms after the chaos phase: {}; {}",
+                            late_us / 1000,
+                            self.operator.describe(),
+                            self.site_summary()
+                        ),
+                    });
+                }
+                world.set_timer(host, 250_000, Msg::Chaos(Fault::Heal));
+            }
             Fault::Heal => self.heal(world)?,
             Fault::Probe => self.probe(world),
             Fault::CheckResume => self.check_resume(world)?,
@@ -194,12 +221,29 @@ impl Sim {
         if table.iter().all(|(w, _)| *w == 0) {
             return Ok(());
         }
-        let n = self.slots.len();
+        // Faults hit members (and nodes being added or removed), never spare or retired slots,
+        // nor (see `shield_leaving`) a drained node on its way out.
+        let shield = self.config.shield_leaving;
+        let active: Vec<usize> = self
+            .active()
+            .into_iter()
+            .filter(|&i| !(shield && self.operator.protects(i)))
+            .collect();
+        let n = active.len();
+        if n < 2 {
+            return Ok(());
+        }
         // A fault that had to wait goes first, so waiting does not starve it.
         let kind = match self.deferred.take() {
             Some(kind) => kind,
             None => world.rng().weighted(&table),
         };
+        if !self.config.overlap_faults && self.operator.wants_calm() {
+            // The operator's restart waits for a calm network, as a crash does: no new fault
+            // starves it.
+            world.note(&"fault skipped: the operator waits for calm");
+            return Ok(());
+        }
         if !self.config.overlap_faults {
             // Crashes wait for the network to be whole; other faults wait for every node to
             // be up and registered.
@@ -218,7 +262,20 @@ impl Sim {
         }
         let fault = match kind {
             Kind::Crash => {
-                let up: Vec<usize> = (0..n).filter(|&i| self.slots[i].node.is_some()).collect();
+                let crash_unjoined = self.config.crash_unjoined;
+                let up: Vec<usize> = active
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        self.slots[i].node.as_ref().is_some_and(|node| {
+                            // A joiner that has no snapshot yet cannot restart (see
+                            // `crash_unjoined`).
+                            crash_unjoined
+                                || !self.slots[i].join
+                                || node.raft().snapshot_index() > 0
+                        })
+                    })
+                    .collect();
                 if up.is_empty() {
                     return Ok(());
                 }
@@ -239,9 +296,9 @@ impl Sim {
                 Fault::Crash { node, down_ms }
             }
             Kind::Isolate => {
-                let node = world.rng().index(n);
+                let node = active[world.rng().index(n)];
                 let mut links = Vec::new();
-                for other in (0..n).filter(|&o| o != node) {
+                for other in active.iter().copied().filter(|&o| o != node) {
                     links.push((node, other));
                     links.push((other, node));
                 }
@@ -252,7 +309,7 @@ impl Sim {
             }
             Kind::Split => {
                 let size = world.rng().between(1, (n / 2) as u64) as usize;
-                let mut side: Vec<usize> = (0..n).collect();
+                let mut side: Vec<usize> = active.clone();
                 for i in 0..n {
                     let j = i + world.rng().index(n - i);
                     side.swap(i, j);
@@ -273,10 +330,13 @@ impl Sim {
             Kind::OneWay => {
                 let from = world.rng().index(n);
                 let to = (from + 1 + world.rng().index(n - 1)) % n;
-                let mut links = vec![(from, to)];
+                let mut links = vec![(active[from], active[to])];
                 if world.rng().chance_ppm(300_000) {
                     // Everything from one node is lost, while it still hears everyone.
-                    links = (0..n).filter(|&o| o != from).map(|o| (from, o)).collect();
+                    links = (0..n)
+                        .filter(|&o| o != from)
+                        .map(|o| (active[from], active[o]))
+                        .collect();
                 }
                 Fault::Cut {
                     links,
@@ -284,11 +344,11 @@ impl Sim {
                 }
             }
             Kind::Degrade => Fault::Degrade {
-                node: world.rng().index(n),
+                node: active[world.rng().index(n)],
                 ms: world.rng().between(300, 2_000),
             },
             Kind::ClockStep => Fault::ClockStep {
-                node: world.rng().index(n),
+                node: active[world.rng().index(n)],
                 delta_us: world.rng().between_i64(-500_000, 1_500_000),
             },
         };
@@ -296,18 +356,30 @@ impl Sim {
         self.chaos(world, fault)
     }
 
-    /// A crash must leave every partition a live copy the map trusts: the primary or an
-    /// in-sync backup, running with the incarnation the map registered (or, for a partition
-    /// left without primary, the node it waits for). And a majority of nodes stays up.
-    fn crash_allowed(&self, victim: usize) -> bool {
-        let n = self.slots.len();
-        let down = self.slots.iter().filter(|s| s.node.is_none()).count();
-        if down + 1 > (n - 1) / 2 {
+    /// A crash must leave every partition a live copy the map trusts ([`Self::copies_survive`]),
+    /// and a majority of the Raft voters up.
+    pub(super) fn crash_allowed(&self, victim: usize) -> bool {
+        let Some(newest) = self.newest_node() else {
+            return false;
+        };
+        let voters = newest.raft().voters();
+        let up_after = voters
+            .iter()
+            .filter(|&&v| {
+                self.slot_of(v)
+                    .is_some_and(|i| i != victim && self.slots[i].node.is_some())
+            })
+            .count();
+        if up_after < voters.len() / 2 + 1 {
             return false;
         }
-        if self.config.crash_any {
-            return true;
-        }
+        self.config.crash_any || self.copies_survive(victim)
+    }
+
+    /// Every partition keeps, without `victim`, a live copy the map trusts: the primary or an
+    /// in-sync backup, running with the incarnation the map registered (or, for a partition
+    /// left without primary, the node it waits for).
+    pub(super) fn copies_survive(&self, victim: usize) -> bool {
         let Some(map) = self.newest_map() else {
             return false;
         };
@@ -345,21 +417,32 @@ impl Sim {
         })
     }
 
-    /// Every node up, registered with its current incarnation, and not marked down.
-    fn settled(&self) -> bool {
+    /// Every member up, registered with its current incarnation, and not marked down.
+    pub(super) fn settled(&self) -> bool {
         let Some(map) = self.newest_map() else {
             return false;
         };
-        self.slots.iter().all(|slot| {
-            slot.node.as_ref().is_some_and(|node| {
-                map.node(slot.id).is_some_and(|info| {
-                    info.status != NodeStatus::Down && info.incarnation == node.incarnation()
+        // A node being added counts once the map lists it; a drained one leaving, no more.
+        let mut members = self.active().into_iter().filter_map(|i| {
+            let slot = &self.slots[i];
+            let joining = slot.join && map.node(slot.id).is_none();
+            (!joining && !self.operator.protects(i)).then_some(slot)
+        });
+        // A node that died for good is an outage until the map marked it down.
+        let undetected_death = self.slots.iter().any(|s| {
+            s.life == Life::Retired && map.node(s.id).is_some_and(|i| i.status == NodeStatus::Up)
+        });
+        !undetected_death
+            && members.all(|slot| {
+                slot.node.as_ref().is_some_and(|node| {
+                    map.node(slot.id).is_some_and(|info| {
+                        info.status != NodeStatus::Down && info.incarnation == node.incarnation()
+                    })
                 })
             })
-        })
     }
 
-    fn crash(&mut self, world: &mut World<Msg>, index: usize) {
+    pub(super) fn crash(&mut self, world: &mut World<Msg>, index: usize) {
         let Some(node) = self.slots[index].node.take() else {
             return;
         };
@@ -409,7 +492,7 @@ impl Sim {
         for node in 0..self.slots.len() {
             self.set_degraded(world, node, false);
         }
-        for node in 0..self.slots.len() {
+        for node in self.active() {
             if self.slots[node].node.is_none() {
                 world.restart(self.slots[node].host);
                 self.start_node(world, node)?;

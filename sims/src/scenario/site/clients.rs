@@ -186,7 +186,7 @@ impl Sim {
     /// Send to a random node; a node that is down refuses at once and another is tried.
     fn send_command(&mut self, world: &mut World<Msg>, host: HostId, command: Command) {
         let up: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].node.is_some())
+            .filter(|&i| self.slots[i].node.is_some() && self.slots[i].serves_clients)
             .collect();
         if up.is_empty() {
             world.set_timer(host, 50_000, Msg::ClientThink);

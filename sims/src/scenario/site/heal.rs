@@ -1,13 +1,16 @@
 //! After the heal: how long until every partition is served again (invariant 9), and, after the
 //! quiet period, whether the site converged: one map everywhere, every partition back on its
-//! preferred primary (failback) with every replica in sync and holding the same entries.
+//! preferred primary (failback) with every replica in sync and holding the same entries; and
+//! whether the membership is what the configurations say ([`Sim::check_membership`]).
 use super::msg::Msg;
-use super::{Fault, Sim};
+use super::node::SiteNode;
+use super::{Fault, Life, Sim};
 use crate::check::site::SiteViolation;
 use crate::check::{Violation, show_key};
 use crate::world::World;
 use bytes::Bytes;
 use tern_conflict::Versioned;
+use tern_node::cluster::NodeId;
 use tern_node::core::{PartitionId, Role};
 
 impl Sim {
@@ -108,7 +111,7 @@ impl Sim {
             return Err(fail("a client still waits for an answer".to_string()));
         }
         let mut nodes = Vec::new();
-        for slot in &self.slots {
+        for slot in self.slots.iter().filter(|s| s.life == Life::Active) {
             let node = slot
                 .node
                 .as_ref()
@@ -135,6 +138,7 @@ impl Sim {
             }
         }
         let map = first.map();
+        self.check_membership(&nodes).map_err(fail)?;
         for p in 0..self.config.shell.partitions {
             let partition = PartitionId(p);
             self.served(partition)
@@ -194,6 +198,57 @@ impl Sim {
                     return Err(fail(format!(
                         "{partition}: backup {backup} differs from primary {primary}: {detail}"
                     )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sim {
+    /// The members are the nodes still configured (`nodes`, every one running): on every one of
+    /// them the map's nodes, the configured peers and the Raft voters are exactly those, and
+    /// no partition names any other node (a removed or dead one) in any role.
+    fn check_membership(&self, nodes: &[&SiteNode]) -> Result<(), String> {
+        let members: Vec<NodeId> = nodes.iter().map(|n| n.id()).collect();
+        for node in nodes {
+            let in_map: Vec<NodeId> = node.map().nodes().keys().copied().collect();
+            let configured: Vec<NodeId> = node.configured().collect();
+            let voters = node.raft().voters();
+            for (what, listed) in [
+                ("map", &in_map),
+                ("configuration", &configured),
+                ("Raft voters", &voters),
+            ] {
+                if *listed != members {
+                    return Err(format!(
+                        "{}'s {what} lists {listed:?}, the members are {members:?}",
+                        node.id()
+                    ));
+                }
+            }
+        }
+        let Some(map) = nodes.first().map(|n| n.map()) else {
+            return Ok(());
+        };
+        for p in 0..self.config.shell.partitions {
+            let partition = PartitionId(p);
+            let Some(a) = map.assignment(partition) else {
+                continue;
+            };
+            let named = a
+                .primary
+                .iter()
+                .chain(&a.replicas)
+                .chain(&a.in_sync)
+                .chain(&a.preferred)
+                .chain(&a.handover)
+                .chain(a.orphaned_by.as_ref().map(|(n, _)| n));
+            for id in named {
+                if !members.contains(id) {
+                    return Err(format!(
+                        "{partition} names {id}, not a member ({members:?}): {a:?}"
+                    ));
                 }
             }
         }

@@ -26,13 +26,23 @@
 //! Crashes are only injected while every partition keeps, besides the node to crash, a live
 //! copy the map trusts (the primary or an in-sync backup of the current incarnation): losing
 //! the memory of every copy at once loses data by definition, whatever the protocol.
+//!
+//! `site-membership` adds an operator ([`operator`]) who, during the chaos phase, changes the
+//! site's members the way docs/design/site-ha.md ("Membership") tells an operator to: drain a
+//! node, wait until it holds no copy, restart the others with a configuration without it, stop
+//! it; add a node (`join_existing`) and restart the others with it in their configuration; drop
+//! a node that died for good from the configurations. The heal waits for the operator to
+//! finish; the end adds membership checks: every node's map, configuration and Raft voters
+//! list exactly the final members, and no partition names anyone else.
 mod chaos;
 mod clients;
 mod heal;
 pub mod msg;
 pub mod node;
+mod operator;
 
 pub use chaos::{Fault, FaultMix};
+pub use operator::Flow;
 
 use super::{Coverage, RunOptions, RunReport, Scenario};
 use crate::check::Violation;
@@ -50,7 +60,7 @@ pub use node::ShellFault;
 use node::{Durable, Observation, ShellConfig, SiteNode};
 use rand::RngCore;
 use std::collections::BTreeMap;
-use tern_node::cluster::{ClusterTimings, NodeId};
+use tern_node::cluster::{ClusterTimings, MapCommand, NodeId};
 use tern_node::core::ReplicationLimits;
 use tern_node::limits::Limits;
 
@@ -64,6 +74,8 @@ pub enum SiteKind {
     Partition,
     /// Everything.
     Chaos,
+    /// Everything, while an operator drains, removes and adds nodes.
+    Membership,
 }
 
 impl SiteKind {
@@ -72,6 +84,7 @@ impl SiteKind {
             SiteKind::Failover => Scenario::SiteFailover,
             SiteKind::Partition => Scenario::SitePartition,
             SiteKind::Chaos => Scenario::SiteChaos,
+            SiteKind::Membership => Scenario::SiteMembership,
         }
     }
 }
@@ -127,6 +140,28 @@ pub struct Config {
     pub calm_ms: u64,
     pub lin_step_budget: u64,
     pub events_max: u64,
+    /// The operator's membership changes, in order (empty but for `site-membership`).
+    pub flows: Vec<Flow>,
+    /// Adding a node: restart the others with it in their configuration before starting it
+    /// (else after, as docs/design/site-ha.md lists the steps: see [`operator`] for why not).
+    pub join_configs_first: bool,
+    /// Spare a drained node on its way out (it holds no copy any more) from every fault. Off,
+    /// a fault can make a leader mark it down and then up again, which forgets the drain
+    /// (`MarkUp` makes a node `Up`): it gets copies and primaries back while the others'
+    /// configurations are dropping it, and partitions it alone holds wait for it for good
+    /// (reported as a gap of the map's rules; see `tests/site.rs`).
+    pub shield_leaving: bool,
+    /// Let chaos crash a joining node before the leader's snapshot reached it. Off by default:
+    /// once the leader made it a voter, its Raft messages make the joiner persist a hard state
+    /// with no snapshot, and a restart then fails (`FilePersistence::load`: missing snapshot;
+    /// `MemPersistence`: an empty snapshot that does not decode) instead of joining again.
+    pub crash_unjoined: bool,
+    /// A broken operator, to prove the membership checks: it never restarts nodes with a new
+    /// configuration (nor waits for the removals that would bring).
+    pub skip_rolling_restarts: bool,
+    /// The operator's flows must all be done this long after the chaos phase should have
+    /// ended (the heal waits for them).
+    pub operator_bound_ms: u64,
 }
 
 impl Config {
@@ -137,6 +172,7 @@ impl Config {
                 .collect()
         };
         let nodes = rng.weighted(&[(5, 3u64), (3, 4), (2, 5)]);
+        let founders: Vec<NodeId> = (1..=nodes).filter_map(NodeId::new).collect();
         let backups = rng.weighted(&[(7, 1u8), (3, 2)]);
         let partitions = rng.between(4, 8) as u16;
         let timings = ClusterTimings::default();
@@ -161,7 +197,8 @@ impl Config {
             + replication.backup_ack_timeout_ms;
         let timings_failure_ms = timings.node_failure_timeout_ms;
         let shell = ShellConfig {
-            nodes: (1..=nodes).filter_map(NodeId::new).collect(),
+            nodes: founders,
+            join_existing: false,
             partitions,
             backups,
             timings,
@@ -172,6 +209,7 @@ impl Config {
             forward_attempt_timeout_ms: 1_000,
             forward_backoff_ms: 20,
             planner_repropose_ms: 200,
+            draining_leader_hands_off: true,
             fault: None,
         };
         let mix = FaultMix::for_kind(kind);
@@ -199,7 +237,7 @@ impl Config {
             SiteKind::Chaos => (2_000_000, 2_000),
             _ => (1_000_000, 200),
         };
-        Self {
+        let mut config = Self {
             kind,
             nodes,
             clients: rng.between(3, 6) as u32,
@@ -210,7 +248,7 @@ impl Config {
             chaos_ms: match kind {
                 // Outages last until the node was marked down: give room for several.
                 SiteKind::Failover => rng.between(6_000, 9_000),
-                SiteKind::Chaos => rng.between(4_000, 7_000),
+                SiteKind::Chaos | SiteKind::Membership => rng.between(4_000, 7_000),
                 SiteKind::Partition => rng.between(3_000, 6_000),
             },
             fault_gap_ms: (150, 900),
@@ -239,7 +277,24 @@ impl Config {
             calm_ms: election_ms + timings_failure_ms,
             lin_step_budget: 3_000_000,
             events_max: 3_000_000,
+            flows: Vec::new(),
+            join_configs_first: true,
+            shield_leaving: true,
+            crash_unjoined: false,
+            skip_rolling_restarts: false,
+            operator_bound_ms: 60_000,
+        };
+        if kind == SiteKind::Membership {
+            // Drawn last, so the other knobs are drawn as for the other scenarios.
+            config.flows = operator::draw_flows(rng, nodes);
+            config.events_max = 6_000_000;
         }
+        config
+    }
+
+    /// Node slots the operator's joins need besides the founding nodes.
+    fn spare_nodes(&self) -> u64 {
+        self.flows.iter().filter(|f| **f == Flow::Join).count() as u64
     }
 }
 
@@ -263,6 +318,17 @@ pub struct SiteStats {
     pub resume_ms: Option<u64>,
     /// Slowest answer to an operation invoked after the resume bound.
     pub max_latency_after_bound_ms: u64,
+    /// The operator's flows carried out to the end.
+    pub flows_done: u64,
+    /// Restarts of the operator's rolling configuration changes.
+    pub rolling_restarts: u64,
+    /// `Drain` requests the operator made.
+    pub drain_requests: u64,
+    /// `AddNode` / `RemoveNode` the map applied.
+    pub nodes_added: u64,
+    pub nodes_removed: u64,
+    /// Raft voter changes the leaders proposed.
+    pub voter_changes_proposed: u64,
     pub checker: CheckerStats,
 }
 
@@ -336,6 +402,17 @@ enum Phase {
     Done,
 }
 
+/// Where a node slot is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    /// Not started yet: a node the operator will add.
+    Spare,
+    /// A member, or one being added or removed: running, or crashed and coming back.
+    Active,
+    /// Stopped for good (removed, or dead and dropped from the configurations).
+    Retired,
+}
+
 /// One node host: its shell while running, what survives while crashed.
 struct NodeSlot {
     id: NodeId,
@@ -344,6 +421,13 @@ struct NodeSlot {
     durable: Option<Durable>,
     /// Links of this node currently degraded.
     degraded: bool,
+    /// Its configuration's peers (itself included), read at each start.
+    peers: Vec<NodeId>,
+    /// Started with `join_existing`.
+    join: bool,
+    life: Life,
+    /// Clients send to it (not once the operator started taking it out).
+    serves_clients: bool,
 }
 
 struct Sim {
@@ -366,13 +450,18 @@ struct Sim {
     histories: BTreeMap<Bytes, Vec<HistoryOp>>,
     stats: SiteStats,
     error_replies: u64,
+    operator: operator::Operator,
 }
 
 impl Sim {
     fn new(config: &Config, world: &mut World<Msg>) -> Self {
         let mut slots = Vec::new();
         let mut host_to_slot = BTreeMap::new();
-        for (index, &id) in config.shell.nodes.iter().enumerate() {
+        let founders = config.shell.nodes.len() as u64;
+        let ids: Vec<NodeId> = (1..=founders + config.spare_nodes())
+            .filter_map(NodeId::new)
+            .collect();
+        for (index, &id) in ids.iter().enumerate() {
             let clock = {
                 let rng = world.rng();
                 HostClock::skewed(
@@ -382,12 +471,17 @@ impl Sim {
             };
             let host = world.add_host(format!("node-{}", id.get()), clock);
             host_to_slot.insert(host, index);
+            let founder = config.shell.nodes.contains(&id);
             slots.push(NodeSlot {
                 id,
                 host,
                 node: None,
                 durable: Some(Durable::default()),
                 degraded: false,
+                peers: config.shell.nodes.clone(),
+                join: false,
+                life: if founder { Life::Active } else { Life::Spare },
+                serves_clients: founder,
             });
         }
         let mut clients = BTreeMap::new();
@@ -435,12 +529,15 @@ impl Sim {
                 ..SiteStats::default()
             },
             error_replies: 0,
+            operator: operator::Operator::new(config.flows.clone()),
         }
     }
 
     fn run(&mut self, world: &mut World<Msg>) -> Result<LinSummary, Violation> {
         for index in 0..self.slots.len() {
-            self.start_node(world, index)?;
+            if self.slots[index].life == Life::Active {
+                self.start_node(world, index)?;
+            }
         }
         let hosts: Vec<HostId> = self.clients.keys().copied().collect();
         for host in hosts {
@@ -632,6 +729,11 @@ impl Sim {
                     outcome,
                 } => {
                     if self.checker.committed(node.id(), index, &command)? {
+                        match (&command, &outcome) {
+                            (MapCommand::AddNode { .. }, Ok(_)) => self.stats.nodes_added += 1,
+                            (MapCommand::RemoveNode { .. }, Ok(_)) => self.stats.nodes_removed += 1,
+                            _ => {}
+                        }
                         let outcome = outcome.map(|a| a.map_version).map_err(|e| e.to_string());
                         world.note(&("committed", index, &command, outcome));
                     }
@@ -642,6 +744,13 @@ impl Sim {
                 Observation::Retried { redirect: true } => self.stats.redirect_retries += 1,
                 Observation::Retried { redirect: false } => self.stats.timeout_retries += 1,
                 Observation::GaveUp => self.stats.try_again += 1,
+                Observation::Membership { step } => {
+                    use tern_node::cluster::membership::MembershipStep as Step;
+                    if matches!(step, Step::AddVoter(_) | Step::RemoveVoter(_)) {
+                        self.stats.voter_changes_proposed += 1;
+                    }
+                    world.note(&("membership", node.id(), &step));
+                }
             }
         }
         self.checker
@@ -657,7 +766,12 @@ impl Sim {
         let host = slot.host;
         let now_ms = world.local_ms(host);
         let seed = world.rng().next_u64();
-        let node = SiteNode::start(slot.id, self.config.shell.clone(), durable, now_ms, seed)
+        let shell = ShellConfig {
+            nodes: slot.peers.clone(),
+            join_existing: slot.join,
+            ..self.config.shell.clone()
+        };
+        let node = SiteNode::start(slot.id, shell, durable, now_ms, seed)
             .map_err(|detail| SiteViolation::MapBroken { detail })?;
         slot.node = Some(node);
         let phase = world
@@ -673,10 +787,21 @@ impl Sim {
 
     /// The most advanced map among running nodes.
     fn newest_map(&self) -> Option<&tern_node::cluster::PartitionMap> {
+        self.newest_node().map(|n| n.map())
+    }
+
+    /// Slots that are members or being added or removed (not spare, not retired).
+    fn active(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].life == Life::Active)
+            .collect()
+    }
+
+    /// The running node with the most advanced map, if any.
+    fn newest_node(&self) -> Option<&SiteNode> {
         self.slots
             .iter()
             .filter_map(|s| s.node.as_ref())
-            .map(|n| n.map())
-            .max_by_key(|m| m.map_version())
+            .max_by_key(|n| n.map().map_version())
     }
 }

@@ -41,13 +41,42 @@
 //! 8. **Answers go back the way the request came.** Each attempt delivered to a local replica
 //!    is queued per (partition, id); the replica answers or redirects every request exactly
 //!    once, in arrival order, so its outputs are matched to attempts first-in first-out.
+//! 9. **The configured peers are the transport's allow-list.** A node sends only to the peers
+//!    its configuration lists and drops whatever comes from any other node (mutual TLS refuses
+//!    the connection), so two nodes talk only while each lists the other. The failure detector
+//!    watches the map's nodes and the configured peers (a joiner is heard before the map lists
+//!    it); each heartbeat's map version is remembered (0: a node that never had a map).
+//! 10. **Membership** (docs/design/site-ha.md, "Membership"). On the Raft leader, before the
+//!     planner: [`membership_step`] towards the configured peers, at most one step every
+//!     `planner_repropose_ms` and none while a Raft configuration change is pending or
+//!     leadership is being transferred; a configured node counts as waiting to join while its
+//!     latest heartbeat, heard within `node_failure_timeout_ms`, carried map version 0. The
+//!     planner's commands go through [`planned_for_membership`] (a drained node this leader's
+//!     configuration dropped is never marked down). A node started with `join_existing` and no
+//!     persisted Raft state starts with no voters and an empty map and waits for the leader's
+//!     snapshot. An operator's `Drain`/`Undrain` of a node ([`SiteNode::handle_admin`]) is
+//!     checked against this node's map and proposed like a replica's proposal (rule 4).
+//! 11. **A draining node does not lead the map.** On the Raft leader, when the map marks this
+//!     node `Draining` ([`hands_off_leadership`]), leadership goes to [`successor`] (a live up
+//!     peer, lowest id first). Without it, a drained node whose removal is under way keeps
+//!     leading (the nodes not yet restarted give it a quorum) while the restarted ones, whose
+//!     configuration dropped it, are never heard, so never marked up: the rolling restart
+//!     stalls. The actix shell does this only for its own graceful drain (`DrainSelf`), not
+//!     after an operator's `Drain`: see `draining_leader_hands_off`.
+//!
+//! A rolling configuration change is a restart with another peer list: the configuration is
+//! read at start only, as in production.
 use super::msg::{ClientReply, ForwardReply, Msg};
 use crate::net::HostId;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tern_conflict::SiteId;
+use tern_node::cluster::membership::{
+    MembershipStep, hands_off_leadership, membership_step, planned_for_membership, successor,
+};
 use tern_node::cluster::{
-    Applied, ClusterTimings, FailureDetector, MapCommand, MemPersistence, NodeId, PartitionMap,
-    PeerSpec, RaftGroup, RaftGroupConfig, RaftPersistence, Rejected, discard_logger, plan,
+    Applied, ClusterTimings, FailureDetector, MapCommand, MemPersistence, NodeId, NodeStatus,
+    PartitionMap, PeerSpec, RaftGroup, RaftGroupConfig, RaftPersistence, Rejected, discard_logger,
+    plan,
 };
 use tern_node::core::{
     AssignmentFacts, Command, CommandResult, Keyspace, MapProposal, PartitionConfig, PartitionId,
@@ -58,7 +87,13 @@ use tern_node::limits::Limits;
 /// The shell's knobs (the design's timings; the production shell reads them from config).
 #[derive(Clone, Debug)]
 pub struct ShellConfig {
+    /// The site's members as this node's configuration lists them (this node included): the
+    /// founding voters and initial map on a first start, the transport's allow-list (rule 9)
+    /// and the membership the Raft leader moves the site towards (rule 10).
     pub nodes: Vec<NodeId>,
+    /// `cluster.join_existing`: on a first start (nothing persisted), join a running site
+    /// instead of bootstrapping one.
+    pub join_existing: bool,
     pub partitions: u16,
     pub backups: u8,
     pub timings: ClusterTimings,
@@ -71,6 +106,8 @@ pub struct ShellConfig {
     /// Pause before retrying after a redirect.
     pub forward_backoff_ms: u64,
     pub planner_repropose_ms: u64,
+    /// Rule 11 (off: as the actix shell after an operator's `Drain`, which keeps leading).
+    pub draining_leader_hands_off: bool,
     /// A deliberately broken rule, to prove the checkers catch it.
     pub fault: Option<ShellFault>,
 }
@@ -119,6 +156,20 @@ pub enum Observation {
     Retried { redirect: bool },
     /// A request was answered `-TRYAGAIN`.
     GaveUp,
+    /// Rule 10: the Raft leader proposed a membership change.
+    Membership { step: MembershipStep },
+}
+
+/// What an operator's `Drain`/`Undrain` request got at once (the real shell then waits for the
+/// map to show the new status; the sims' operator watches the map instead).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminAnswer {
+    /// The node already has the wanted status.
+    Already,
+    /// Proposed (to the leader, or dropped when none is known: the operator asks again).
+    Proposed,
+    /// Refused with this reason (unknown node, or not in the status the request needs).
+    Rejected(String),
 }
 
 #[derive(Debug, Default)]
@@ -193,6 +244,11 @@ pub struct SiteNode {
     local: VecDeque<LocalWork>,
     next_counter: u64,
     recent_proposals: Vec<(MapCommand, u64)>,
+    /// Rule 9: the configured peers, this node included.
+    configured: BTreeMap<NodeId, PeerSpec>,
+    /// Rule 9: each peer's latest heartbeat's map version, and when it came (local clock).
+    peer_maps: BTreeMap<NodeId, (u64, u64)>,
+    next_membership_ms: u64,
     ticks: u64,
     now_ms: u64,
     map_moved: bool,
@@ -225,19 +281,31 @@ impl SiteNode {
             last_incarnation,
         } = durable;
         let incarnation = last_incarnation + 1;
-        let peers = config.nodes.iter().map(|&n| PeerSpec {
-            id: n,
-            addr: format!("{n}"),
-            zone: None,
-        });
-        let initial = PartitionMap::bootstrap(config.partitions, config.backups, peers);
+        let configured: BTreeMap<NodeId, PeerSpec> =
+            config.nodes.iter().map(|&n| (n, peer_spec(n))).collect();
         let restored = persistence
             .load()
             .map_err(|e| format!("{id}: load Raft state: {e}"))?;
+        // Rule 10: a joiner (ignored once state is persisted) waits for the leader's snapshot.
+        let (voters, initial) = if config.join_existing && restored.is_none() {
+            (
+                Vec::new(),
+                PartitionMap::new(config.partitions, config.backups),
+            )
+        } else {
+            (
+                config.nodes.clone(),
+                PartitionMap::bootstrap(
+                    config.partitions,
+                    config.backups,
+                    configured.values().cloned(),
+                ),
+            )
+        };
         let raft = RaftGroup::new(
             RaftGroupConfig {
                 id,
-                voters: config.nodes.clone(),
+                voters,
                 timings: config.timings.clone(),
                 seed,
             },
@@ -287,6 +355,9 @@ impl SiteNode {
             local: VecDeque::new(),
             next_counter: 0,
             recent_proposals: Vec::new(),
+            configured,
+            peer_maps: BTreeMap::new(),
+            next_membership_ms: 0,
             ticks: 0,
             now_ms,
             map_moved: false,
@@ -333,8 +404,18 @@ impl SiteNode {
         self.forwards.len()
     }
 
+    /// The peers this node's configuration lists (itself included).
+    pub fn configured(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.configured.keys().copied()
+    }
+
+    /// What the node produced since the last call. Rule 9: nothing for an unconfigured peer
+    /// leaves (the transport has no connection to it).
     pub fn take_outbox(&mut self) -> Outbox {
-        std::mem::take(&mut self.out)
+        let mut out = std::mem::take(&mut self.out);
+        let configured = &self.configured;
+        out.to_peers.retain(|(to, _)| configured.contains_key(to));
+        out
     }
 
     // --- inputs ---
@@ -355,6 +436,11 @@ impl SiteNode {
         for replica in &mut self.replicas {
             replica.handle_tick(now_ms);
         }
+        // Rule 10: before the planner, so a leaving node is removed before it could be marked
+        // down.
+        // Rule 11 first: raft-rs drops proposals while a transfer runs.
+        self.hand_off_if_draining();
+        self.run_membership();
         self.run_planner();
         self.forwarder_tick();
         self.pump();
@@ -362,12 +448,20 @@ impl SiteNode {
 
     pub fn handle_message(&mut self, from: NodeId, msg: Msg, now_ms: u64) {
         self.observe(now_ms);
+        if !self.configured.contains_key(&from) {
+            // Rule 9: the transport refuses an unconfigured peer.
+            return;
+        }
         match msg {
             Msg::Raft(bytes) => {
                 // A malformed or misdirected Raft message is dropped, as the network would.
                 let _ = self.raft.handle_message_bytes(&bytes);
             }
-            Msg::Heartbeat(heartbeat) => self.detector.handle_heartbeat(&heartbeat, now_ms),
+            // The sender is who the transport authenticated, whatever the body claims.
+            Msg::Heartbeat(heartbeat) if heartbeat.from == from => {
+                self.detector.handle_heartbeat(&heartbeat, now_ms);
+                self.peer_maps.insert(from, (heartbeat.map_version, now_ms));
+            }
             // Only the leader proposes; a stale hint drops it (the replica proposes again).
             Msg::Propose(command) if self.raft.is_leader() => {
                 let _ = self.raft.propose(&command);
@@ -508,6 +602,9 @@ impl SiteNode {
                 self.out.to_peers.push((to, Msg::Raft(bytes)));
             }
             let mut applied_from = 0;
+            let applied_any = out.map_changed
+                || !out.committed.is_empty()
+                || (out.to_persist.snapshot.is_some() && out.to_persist.snapshot_replaces_log);
             if let Some(snapshot) = &out.to_persist.snapshot
                 && out.to_persist.snapshot_replaces_log
             {
@@ -550,6 +647,16 @@ impl SiteNode {
                     outcome: committed.outcome,
                 });
             }
+            if applied_any {
+                // Rule 9: the map's nodes and the configured peers.
+                let peers = self
+                    .map
+                    .nodes()
+                    .keys()
+                    .chain(self.configured.keys())
+                    .copied();
+                self.detector.set_peers(peers.collect::<Vec<_>>());
+            }
             if self.map != *self.raft.map() {
                 self.out.observations.push(Observation::MapBroken {
                     detail: format!(
@@ -588,6 +695,8 @@ impl SiteNode {
             .retain(|(_, at)| now_ms.saturating_sub(*at) < repropose_ms && *at <= now_ms);
         let detector = &self.detector;
         let commands = plan(&self.map, &|n| detector.liveness(n, now_ms));
+        // Rule 10: a drained node this leader's configuration dropped is not marked down.
+        let commands = planned_for_membership(commands, &self.map, &self.configured);
         for command in commands {
             if self.recent_proposals.iter().any(|(c, _)| *c == command) {
                 continue;
@@ -595,6 +704,96 @@ impl SiteNode {
             let _ = self.raft.propose(&command);
             self.recent_proposals.push((command, now_ms));
         }
+    }
+
+    /// Rule 10 on the Raft leader: the next step towards the configured membership.
+    fn run_membership(&mut self) {
+        let now_ms = self.now_ms;
+        if !self.raft.is_leader()
+            || self.raft.membership_change_pending()
+            || self.raft.transferring_leadership()
+            || now_ms < self.next_membership_ms
+        {
+            return;
+        }
+        let fresh_for_ms = self.config.timings.node_failure_timeout_ms;
+        let peer_maps = &self.peer_maps;
+        let waiting_to_join = |id: NodeId| {
+            peer_maps.get(&id).is_some_and(|&(version, heard_ms)| {
+                version == 0 && now_ms.saturating_sub(heard_ms) < fresh_for_ms
+            })
+        };
+        let voters = self.raft.voters();
+        let Some(step) = membership_step(
+            self.id,
+            &self.configured,
+            &voters,
+            self.raft.map(),
+            &waiting_to_join,
+        ) else {
+            return;
+        };
+        self.next_membership_ms = now_ms + self.config.planner_repropose_ms.max(1);
+        // A refused proposal (a leader change, a pending change) is simply taken again later.
+        let _ = match &step {
+            MembershipStep::AddToMap(peer) => self.raft.propose(&MapCommand::AddNode {
+                id: peer.id,
+                addr: peer.addr.clone(),
+                zone: peer.zone.clone(),
+            }),
+            MembershipStep::AddVoter(id) => self.raft.propose_add_voter(*id),
+            MembershipStep::RemoveFromMap(id) => {
+                self.raft.propose(&MapCommand::RemoveNode { id: *id })
+            }
+            MembershipStep::RemoveVoter(id) => self.raft.propose_remove_voter(*id),
+            MembershipStep::Wait { .. } => Ok(()),
+        };
+        if !matches!(step, MembershipStep::Wait { .. }) {
+            self.out.observations.push(Observation::Membership { step });
+        }
+    }
+
+    /// Rule 11.
+    fn hand_off_if_draining(&mut self) {
+        if !self.config.draining_leader_hands_off
+            || !self.raft.is_leader()
+            || self.raft.transferring_leadership()
+            || !hands_off_leadership(self.id, &self.map)
+        {
+            return;
+        }
+        if let Some(to) = successor(self.id, &self.map, &self.detector, self.now_ms) {
+            self.raft.transfer_leadership(to);
+        }
+    }
+
+    /// An operator drains (`drain`) or undrains `node`, as the admin request of the real shell:
+    /// checked against this node's map, then proposed (rule 4).
+    pub fn handle_admin(&mut self, node: NodeId, drain: bool, now_ms: u64) -> AdminAnswer {
+        self.observe(now_ms);
+        let Some(status) = self.map.node(node).map(|i| i.status) else {
+            return AdminAnswer::Rejected(format!("unknown node {node}"));
+        };
+        let (wanted, needed) = if drain {
+            (NodeStatus::Draining, NodeStatus::Up)
+        } else {
+            (NodeStatus::Up, NodeStatus::Draining)
+        };
+        if status == wanted {
+            return AdminAnswer::Already;
+        }
+        if status != needed {
+            return AdminAnswer::Rejected(format!(
+                "node {node} is {status:?}, the request needs {needed:?}"
+            ));
+        }
+        self.propose(if drain {
+            MapCommand::Drain { id: node }
+        } else {
+            MapCommand::Undrain { id: node }
+        });
+        self.pump();
+        AdminAnswer::Proposed
     }
 
     fn map_command(&self, partition: PartitionId, proposal: MapProposal) -> Option<MapCommand> {
@@ -917,5 +1116,14 @@ pub fn command_key(command: &Command) -> Option<&bytes::Bytes> {
         | Command::FlushAll
         | Command::WanChanges { .. }
         | Command::WanDump { .. } => None,
+    }
+}
+
+/// How a node's configuration names a peer (the sims have no addresses; the map keeps this).
+pub fn peer_spec(id: NodeId) -> PeerSpec {
+    PeerSpec {
+        id,
+        addr: format!("{id}"),
+        zone: None,
     }
 }
