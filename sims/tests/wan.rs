@@ -1,8 +1,10 @@
 //! The `wan-*` scenarios over many seeds, their determinism, and proof that their checkers
 //! catch injected faults.
 use std::ops::Range;
+use tern_gateway::backlog::MemFaults;
 use tern_sims::check::Violation;
 use tern_sims::check::convergence::WanViolation;
+use tern_sims::scenario::wan::msg::FaultAction;
 use tern_sims::scenario::wan::{self, Flavor, Injection, WanStats};
 use tern_sims::{RunOptions, Scenario};
 
@@ -60,8 +62,14 @@ fn add(total: &mut WanStats, s: &WanStats) {
     total.feeds_truncated += s.feeds_truncated;
     total.feed_gaps += s.feed_gaps;
     total.repairs_marked += s.repairs_marked;
-    total.repair_snapshots_sent += s.repair_snapshots_sent;
-    total.repair_snapshots_applied += s.repair_snapshots_applied;
+    total.repair_loads += s.repair_loads;
+    total.repair_entries_pushed += s.repair_entries_pushed;
+    total.repair_messages += s.repair_messages;
+    total.links_closed += s.links_closed;
+    total.log_restarts += s.log_restarts;
+    total.site_wipes += s.site_wipes;
+    total.wipes_deferred += s.wipes_deferred;
+    total.sites_restored += s.sites_restored;
     total.repairs_done += s.repairs_done;
     total.backlog_opens += s.backlog_opens;
     total.recovery_events += s.recovery_events;
@@ -134,6 +142,14 @@ fn wan_crash_seeds_converge() {
         total.overflow_drops > 0 && total.target_marks_cleared > 0,
         "small backlogs overflow, drop and get repaired: {total:?}"
     );
+    assert!(
+        total.site_wipes > 0 && total.sites_restored > 0 && total.log_restarts > 0,
+        "sites lose their memory, restart their logs and get their data back: {total:?}"
+    );
+    assert!(
+        total.repair_messages > 0 && total.repair_entries_pushed > 0,
+        "Merkle repair sessions run and change partitions: {total:?}"
+    );
 }
 
 #[test]
@@ -150,6 +166,10 @@ fn wan_chaos_seeds_converge() {
         "{total:?}"
     );
     assert!(total.chunk_retransmits > runs, "{total:?}");
+    assert!(
+        total.site_wipes > 0 && total.sites_restored > 0,
+        "{total:?}"
+    );
 }
 
 #[test]
@@ -226,4 +246,74 @@ fn wan_scenario_names_parse() {
         assert_eq!(name.parse::<Scenario>(), Ok(scenario));
         assert!(Scenario::ALL.contains(&scenario));
     }
+}
+
+/// A run whose only fault is site `site` losing its memory at `at_us` (disks without faults,
+/// backlogs large enough, so nothing else needs repair and the wipe is not deferred long).
+fn wipe_only(config: &mut wan::Config, site: usize, at_us: u64) {
+    config.disk_faults = MemFaults::default();
+    config.backlog.backlog_bytes_max = 64 * 1024 * 1024;
+    config.faults = vec![
+        (at_us, FaultAction::WipeSite(site)),
+        (config.chaos_us, FaultAction::EndChaos),
+    ];
+}
+
+#[test]
+fn a_wiped_site_gets_its_data_back_and_its_new_writes_reach_every_site() {
+    // (seed, wiped site, when): the site's logs restart at seq 1 under a new generation, the
+    // peers repair it, and the writes it takes afterwards must converge everywhere (a sink
+    // taking them for duplicates of the old generation's seqs would leave sites diverged).
+    let cases = [
+        (1, 0, 300_000),
+        (2, 1, 600_000),
+        (3, 0, 900_000),
+        (4, 1, 400_000),
+    ];
+    for (seed, site, at_us) in cases {
+        let (report, stats) = wan::run_detailed(Flavor::Crash, seed, &RunOptions::default(), |c| {
+            wipe_only(c, site, at_us);
+        });
+        if let Some(violation) = &report.violation {
+            panic!(
+                "seed {seed}: {violation}\nreplay: {}",
+                report.replay_command()
+            );
+        }
+        assert_eq!(stats.site_wipes, 1, "seed {seed}: {stats:?}");
+        assert_eq!(stats.sites_restored, 1, "seed {seed}: {stats:?}");
+        assert!(stats.log_restarts >= 1, "seed {seed}: {stats:?}");
+        assert!(
+            stats.repair_entries_pushed > 0 && stats.repairs_done > 0,
+            "seed {seed}: the data came back by repair: {stats:?}"
+        );
+    }
+}
+
+/// Known limitation, kept visible: a wiped site that takes writes before its keys are
+/// restored counts its writes from 1 again in each key's version vector, below what the other
+/// sites hold, so those writes are dominated and lost everywhere. The scenarios hold the
+/// site's clients until it is restored; without that the checkers catch the loss.
+#[test]
+fn writes_to_a_wiped_site_before_it_is_restored_are_lost() {
+    let caught = (1..9u64).any(|seed| {
+        let (report, stats) = wan::run_detailed(Flavor::Crash, seed, &RunOptions::default(), |c| {
+            wipe_only(c, 0, 300_000);
+            c.wipe_holds_clients = false;
+        });
+        assert_eq!(stats.site_wipes, 1, "seed {seed}");
+        matches!(
+            report.violation,
+            Some(Violation::Wan(
+                WanViolation::PhantomValue { .. }
+                    | WanViolation::LostUpdate { .. }
+                    | WanViolation::CounterLost { .. }
+                    | WanViolation::Diverged { .. }
+            ))
+        )
+    });
+    assert!(
+        caught,
+        "writes before the restore were never lost: fixed? then drop the hold"
+    );
 }

@@ -25,7 +25,8 @@ fn to_wan_record(record: &ChangeRecord, generation: u64) -> WanRecord {
 
 impl<P: SiteStorage> SiteGateway<P> {
     /// A page of `partition`'s change log read after `asked_after` (`restarted`: the log was
-    /// found behind `asked_after`, the partition lost its memory). Every partition's first
+    /// found behind `asked_after`, the partition lost its memory; a log behind what the
+    /// delegators hold of the current generation counts as restarted too). Every partition's first
     /// page must come here, even an empty one: it tells whether the log is empty-ever.
     /// Returns the seq after which the feed reads next.
     pub fn handle_feed_page(
@@ -37,6 +38,9 @@ impl<P: SiteStorage> SiteGateway<P> {
         now_ms: u64,
     ) -> u64 {
         self.prime(partition, page.last_seq == 0, now_ms);
+        // A feed re-reading from 0 (a rewind) cannot see its log went back: the delegators
+        // can, holding records of this generation beyond the log's end.
+        let restarted = restarted || self.log_behind_shipped(partition, page.last_seq);
         let next = if restarted {
             self.on_log_restarted(partition, asked_after)
         } else {
@@ -44,6 +48,17 @@ impl<P: SiteStorage> SiteGateway<P> {
         };
         self.settle(now_ms);
         next
+    }
+
+    /// Whether some delegator holds a record of `partition`'s current generation beyond
+    /// `last_seq`: the log restarted since it was fed.
+    fn log_behind_shipped(&self, partition: PartitionId, last_seq: u64) -> bool {
+        let generation = self.generations.get(partition);
+        self.targets.values().any(|t| {
+            t.delegator
+                .resume_after(partition)
+                .is_some_and(|w| generation_of(w) == generation && seq_of(w) > last_seq)
+        })
     }
 
     /// Where `partition`'s feed starts: the lowest seq (of the partition's change log) any
@@ -168,6 +183,24 @@ impl<P: SiteStorage> SiteGateway<P> {
                     if lost_start {
                         tracing::warn!(target_site = %site, %partition, first, "change log starts after 1: partition marked for repair");
                         target.delegator.mark_repair(partition);
+                    }
+                    // A stream begun after the very first WAN seq assumes the target holds
+                    // what precedes it; only a handshake checks that (a target holding less
+                    // would wait for the missing records forever, e.g. the first records of
+                    // a new log generation to a target that never had this partition). If
+                    // the link is up the handshake is over: greet again.
+                    if resume.is_none()
+                        && wan_seq(generation, first) > 1
+                        && let Some(conn) = target.link.take()
+                    {
+                        tracing::info!(target_site = %site, %partition, "stream begun mid-log on a live link: reconnecting to check the target's cursor");
+                        target.delegator.handle_disconnected(now_ms);
+                        target.repair.handle_disconnected(now_ms);
+                        self.closes.push_back(super::LinkRef {
+                            side: super::Side::ToTarget,
+                            site: site.clone(),
+                            conn,
+                        });
                     }
                 }
                 Err(StoreError::Full { .. }) => {

@@ -249,9 +249,10 @@ impl<P: SiteStorage> SiteGateway<P> {
         std::mem::take(&mut self.status_due).then(|| self.status())
     }
 
-    /// True once after a target was added: every partition's feed must read its log again
-    /// from the start (the new delegator needs every retained record; idle partitions would
-    /// otherwise never be read below where they stand).
+    /// True once after a target was added or a delegator rebuilt on its reopened store: every
+    /// partition's feed must read its log again from the start (the new delegator needs every
+    /// retained record above where it resumes; idle partitions would otherwise never be read
+    /// below where they stand).
     pub fn poll_feed_rewind(&mut self) -> bool {
         std::mem::take(&mut self.feed_rewind)
     }
@@ -346,6 +347,10 @@ impl<P: SiteStorage> SiteGateway<P> {
                     target.delegator = delegator;
                     target.failure = None;
                     target.repair.handle_delegator_replaced();
+                    // The rebuilt delegator resumes where its store ends, which may be below
+                    // where the feeds read (filtered records leave no trace in the store; a
+                    // torn tail is cut): an idle partition would never be offered the rest.
+                    self.feed_rewind = true;
                     tracing::info!(target_site = %site, "WAN backlog reopened after a failure");
                 }
                 Err(error) => {

@@ -326,3 +326,154 @@ fn one_apply_in_flight_per_source_and_partition() {
     assert_eq!(gw.poll_apply(), None, "still one in flight");
     assert_eq!(gw.status().sources[0].applied_total, 2);
 }
+
+/// Backlogs on one fault-injecting memory disk, the other saves in memory: a store that fails
+/// and is reopened (recovering what the disk holds).
+struct DiskStorage {
+    disk: crate::backlog::MemStorage,
+    saves: MemSiteStorage,
+}
+
+impl SiteStorage for DiskStorage {
+    type Store = crate::BacklogStore<crate::backlog::MemStorage>;
+
+    fn open_delegator(
+        &mut self,
+        _site: &str,
+        local: SiteId,
+        target: SiteId,
+        limits: GatewayLimits,
+    ) -> Result<Delegator<Self::Store>, String> {
+        let config = crate::backlog::BacklogConfig::default();
+        Delegator::open(local, target, limits, self.disk.clone(), config)
+            .map(|(delegator, _)| delegator)
+            .map_err(|e| e.to_string())
+    }
+
+    fn sync_backlog(&mut self, _site: &str, store: &mut Self::Store) -> Result<(), String> {
+        store.sync().map_err(|e| e.to_string())
+    }
+
+    fn remove_backlog(&mut self, _site: &str) {}
+
+    fn load_cursors(&mut self, site: &str) -> BTreeMap<PartitionId, u64> {
+        self.saves.load_cursors(site)
+    }
+
+    fn store_cursors(
+        &mut self,
+        site: &str,
+        cursors: &BTreeMap<PartitionId, u64>,
+    ) -> Result<(), String> {
+        self.saves.store_cursors(site, cursors)
+    }
+
+    fn store_generations(
+        &mut self,
+        generations: &BTreeMap<PartitionId, u64>,
+    ) -> Result<(), String> {
+        self.saves.store_generations(generations)
+    }
+}
+
+#[test]
+fn a_delegator_rebuilt_on_its_reopened_store_has_the_feeds_read_again() {
+    let storage = DiskStorage {
+        disk: crate::backlog::MemStorage::new(7),
+        saves: MemSiteStorage::default(),
+    };
+    let mut gw = SiteGateway::new(config(), storage, BTreeMap::new(), 0);
+    gw.handle_admin(AdminCommand::AddTarget(spec(PEER_SITE, PEER.0)), 0)
+        .expect("a valid peer");
+    assert!(gw.poll_feed_rewind(), "a new target rewinds the feeds");
+    let resume =
+        |gw: &SiteGateway<DiskStorage>| gw.delegator(PEER_SITE).and_then(|d| d.resume_after(P0));
+    // Seqs 1..=2 were written here; 3..=4 are the peer's own, relayed back: filtered, so
+    // nothing of them is stored.
+    let mut log = records(P0, 5);
+    for record in &mut log[2..4] {
+        record.entry.version.origin = PEER;
+    }
+    let fifth = log.pop().expect("five records");
+    assert_eq!(gw.handle_feed_page(P0, 0, &page(log, 4), false, 1), 4);
+    assert_eq!(resume(&gw), Some(4));
+    assert!(!gw.poll_feed_rewind());
+    // The next append fails: the store must be reopened, which the next timer does.
+    gw.storage().disk.fail_next_append();
+    gw.handle_feed_page(P0, 4, &page(vec![fifth], 5), false, 2);
+    assert!(
+        gw.delegator(PEER_SITE)
+            .is_some_and(|d| d.failure().is_some())
+    );
+    gw.handle_timers(3);
+    assert!(
+        gw.delegator(PEER_SITE)
+            .is_some_and(|d| d.failure().is_none())
+    );
+    assert_eq!(resume(&gw), Some(2), "the store holds seqs 1..=2");
+    // Without a rewind an idle partition's feed would stay at 4 (or 5) forever.
+    assert!(gw.poll_feed_rewind(), "the feeds read again from the start");
+    assert_eq!(gw.feed_start(P0), 2);
+}
+
+#[test]
+fn a_log_restart_is_seen_by_a_feed_reading_from_the_start() {
+    let mut gw = gateway(0);
+    assert_eq!(
+        gw.handle_feed_page(P0, 0, &page(records(P0, 3), 3), false, 1),
+        3
+    );
+    // The partition lost its memory and took two writes; the feed was rewound to 0 (a new
+    // target, a rebuilt delegator), so it cannot tell: the page looks like an ordinary one.
+    let next = gw.handle_feed_page(P0, 0, &page(records(P0, 2), 2), false, 2);
+    assert_eq!(
+        (next, gw.generation(P0)),
+        (0, 1),
+        "a new generation, read again"
+    );
+    assert_eq!(
+        gw.handle_feed_page(P0, 0, &page(records(P0, 2), 2), false, 3),
+        2
+    );
+    assert_eq!(
+        gw.delegator(PEER_SITE).and_then(|d| d.resume_after(P0)),
+        Some(generations::wan_seq(1, 2)),
+        "the new writes ship (under the old generation they were taken for seqs 1..=2 again)"
+    );
+    // An ordinary page behind nothing shipped changes nothing.
+    assert_eq!(
+        gw.handle_feed_page(P1, 0, &page(records(P1, 1), 1), false, 4),
+        1
+    );
+    assert_eq!(gw.generation(P1), 0);
+}
+
+#[test]
+fn a_stream_begun_mid_log_on_a_live_link_makes_the_delegator_greet_again() {
+    let mut gw = gateway(0);
+    gw.handle_link_up(Side::ToTarget, PEER_SITE, 7, 0);
+    // (partition, records fed from 0, generation bumped first, link closed)
+    let cases = [(P1, 3, false, false), (P0, 2, true, true)];
+    for (partition, n, new_generation, closed) in cases {
+        if new_generation {
+            // The partition lost its memory before any record of it was shipped here.
+            gw.handle_feed_page(partition, 5, &page(Vec::new(), 0), true, 1);
+            assert_eq!(gw.generation(partition), 1);
+        }
+        assert_eq!(
+            gw.handle_feed_page(partition, 0, &page(records(partition, n), n), false, 2),
+            n
+        );
+        let close = gw.poll_close_link();
+        let expected = closed.then(|| LinkRef {
+            side: Side::ToTarget,
+            site: PEER_SITE.into(),
+            conn: 7,
+        });
+        assert_eq!(close, expected, "{partition}");
+    }
+    assert!(
+        !gw.status().targets[0].connected,
+        "the closed link is down for the core"
+    );
+}

@@ -214,6 +214,26 @@ impl WanChecker {
         Ok(())
     }
 
+    /// `target`'s gateway restarted: of its sinks' applies, only those `saved(source,
+    /// partition, seq)` says its saved cursors cover stay recorded. The others are applied
+    /// again after the restart (idempotently), which is not a duplicate.
+    pub fn forget_applies(
+        &mut self,
+        target: usize,
+        saved: impl Fn(usize, PartitionId, u64) -> bool,
+    ) {
+        self.applied
+            .retain(|&(t, source, partition, seq)| t != target || saved(source, partition, seq));
+    }
+
+    /// `site` lost its memory: what it applied is gone (applying it again is no duplicate),
+    /// and its keys start over (a version may go back once: the key is first restored from
+    /// whichever peer answers first).
+    pub fn on_site_wiped(&mut self, site: usize) {
+        self.forget_applies(site, |_, _, _| false);
+        self.last_version.retain(|(s, _), _| *s != site);
+    }
+
     /// Every value in `entry` was written by a client.
     pub fn check_entry(
         &self,

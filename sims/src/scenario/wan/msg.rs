@@ -1,6 +1,6 @@
 //! Everything that travels in the multi-site world: the WAN transport between gateways (a
-//! connection handshake, byte chunks of the framed stream and their transport acks), repair
-//! snapshots, and the timers (messages a host sends itself).
+//! connection handshake, byte chunks of the framed stream and their transport acks, a close),
+//! and the timers (messages a host sends itself).
 //!
 //! `Debug` is hand-written and short: the trace hashes every event through it, so it must be
 //! deterministic and cheap (chunk bytes are hashed, not printed), and a `--trace` tail must stay
@@ -8,8 +8,6 @@
 use crate::trace::Fnv64;
 use bytes::Bytes;
 use std::fmt;
-use tern_conflict::Versioned;
-use tern_node::core::PartitionId;
 
 /// One direction of WAN replication: `source` site's delegator → `target` site's sink (site
 /// indices, not `SiteId`s).
@@ -61,21 +59,17 @@ pub enum Msg {
         dir: Dir,
         offset: u64,
     },
-    /// Full resync of one partition (the stand-in for anti-entropy until the repair module
-    /// lands): the source's whole partition state, applied through the resolver.
-    RepairSnapshot {
-        link: LinkId,
-        repair: u64,
-        partition: PartitionId,
-        entries: Vec<(Bytes, Versioned)>,
-    },
-    RepairDone {
-        link: LinkId,
-        repair: u64,
-        partition: PartitionId,
-    },
+    /// Either end → the other: connection `conn` of `link` is closed (the gateway core asked
+    /// for it, or the receiver does not know the connection: it restarted, like a QUIC
+    /// stateless reset); the dialer then reconnects and greets again.
+    Close { link: LinkId, conn: u64 },
+    /// Dialer → acceptor: keep-alive of an idle connection (QUIC PING), so that one whose
+    /// acceptor restarted is found dead without data to send.
+    Ping { link: LinkId, conn: u64 },
     /// Director timer: the next step of the fault schedule.
     Fault(FaultAction),
+    /// Director timer: check whether wiped sites got their data back.
+    RestoreCheck,
 }
 
 /// One step of a run's fault schedule (sites by index).
@@ -96,6 +90,15 @@ pub enum FaultAction {
     RestartGateway(usize),
     /// Step a site's clocks (site and gateway host) by this many microseconds.
     ClockStep(usize, i64),
+    /// The site loses its memory: every partition wiped (change logs restart at seq 1), its
+    /// gateway restarted with its disks intact. Its clients hold their writes from then on,
+    /// and the wipe waits until every write it took reached every other site (otherwise
+    /// writes are lost for real, which no invariant could tell from a bug); they
+    /// resume once the site holds again everything the other sites held at the wipe: a write
+    /// to a key not yet restored would count the site's writes from 1 again in the key's
+    /// version vector, below what the other sites hold, and be lost everywhere (a known
+    /// limitation of per-site write counts, `tests/wan.rs` shows it).
+    WipeSite(usize),
     /// Faults stop: links heal and turn loss-free, crashed gateways restart, clients stop.
     EndChaos,
 }
@@ -130,22 +133,10 @@ impl fmt::Debug for Msg {
                 dir,
                 offset,
             } => write!(f, "StreamAck({link} #{conn} {dir:?} @{offset})"),
-            Msg::RepairSnapshot {
-                link,
-                repair,
-                partition,
-                entries,
-            } => write!(
-                f,
-                "RepairSnapshot({link} r{repair} {partition} {} entries)",
-                entries.len()
-            ),
-            Msg::RepairDone {
-                link,
-                repair,
-                partition,
-            } => write!(f, "RepairDone({link} r{repair} {partition})"),
+            Msg::Close { link, conn } => write!(f, "Close({link} #{conn})"),
+            Msg::Ping { link, conn } => write!(f, "Ping({link} #{conn})"),
             Msg::Fault(action) => write!(f, "Fault({action:?})"),
+            Msg::RestoreCheck => f.write_str("RestoreCheck"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One site: P partition cores (one replica per partition — the site-internal HA is another
-//! scenario's business), the keyspace's resolvers, the WAN sink cursors persisted with the
-//! partitions, and the clients' operations. Every change a core commits is audited by the
+//! scenario's business), the keyspace's resolvers and the clients' operations; what the
+//! gateway reads (change-log pages, dumps for repair) and applies (remote entries), and the
+//! loss of the whole site's memory. Every change a core commits is audited by the
 //! [`WanChecker`] right away.
 use super::Injection;
 use crate::check::convergence::{WanChecker, WanViolation};
@@ -14,8 +15,10 @@ use tern_conflict::{
     ConflictResolver, KeyspaceResolvers, LastWriterWins, RegistryError, Resolution,
     ResolverRegistry, SiteId, Versioned,
 };
+use tern_gateway::site::DumpEntries;
 use tern_node::core::{
     Command, Keyspace, PartitionConfig, PartitionCore, PartitionId, RemoteApplied, Response,
+    WanChangesPage,
 };
 use tern_node::limits::Limits;
 
@@ -33,14 +36,20 @@ pub const RESOLVER_TABLE: &[(&str, &str)] = &[
 /// The keyspace's resolvers, picked per key prefix from a [`ResolverRegistry`]: the nodes'
 /// [`KeyspaceResolvers`], with the fallback fixed to `lww`.
 #[derive(Debug, Clone)]
-pub struct Resolvers(KeyspaceResolvers);
+pub struct Resolvers(Arc<KeyspaceResolvers>);
 
 impl Resolvers {
     pub fn from_registry(
         registry: &ResolverRegistry,
         table: &[(&str, &str)],
     ) -> Result<Self, RegistryError> {
-        KeyspaceResolvers::new(registry, table.iter().copied(), LastWriterWins::NAME).map(Self)
+        KeyspaceResolvers::new(registry, table.iter().copied(), LastWriterWins::NAME)
+            .map(|r| Self(Arc::new(r)))
+    }
+
+    /// The table as the gateway core takes it.
+    pub fn keyspace(&self) -> &Arc<KeyspaceResolvers> {
+        &self.0
     }
 
     pub fn for_key(&self, key: &[u8]) -> &dyn ConflictResolver {
@@ -128,15 +137,35 @@ pub struct Site {
     keyspace: Keyspace,
     cores: Vec<PartitionCore>,
     resolvers: Resolvers,
-    /// Per (source site, partition), the highest seq the sink applied: persisted atomically
-    /// with the partition's data, so a restarted gateway resumes exactly there.
-    pub sink_cursors: BTreeMap<(usize, PartitionId), u64>,
+    limits: Limits,
     /// Per partition, the last seq the checker audited.
     audited: Vec<u64>,
     /// SET values written here so far (makes each value unique).
     pub values_written: u64,
     pub conflicts: u64,
     pub clock_rejections: u64,
+    /// Clients hold their operations (the site lost its memory and is being restored).
+    pub paused: bool,
+}
+
+/// Empty partition cores for every partition of `keyspace`.
+fn fresh_cores(
+    keyspace: &Keyspace,
+    site: SiteId,
+    limits: &Limits,
+    rng: &mut SimRng,
+) -> Vec<PartitionCore> {
+    keyspace
+        .partitions()
+        .map(|partition| {
+            PartitionCore::new(PartitionConfig {
+                partition,
+                site,
+                limits: limits.clone(),
+                hash_seed: rng.next_u64(),
+            })
+        })
+        .collect()
 }
 
 impl Site {
@@ -151,17 +180,7 @@ impl Site {
     ) -> Self {
         // The partition count is drawn from a small valid range by the config.
         let keyspace = Keyspace::new(partitions).expect("partition count drawn in 2..=5");
-        let cores: Vec<PartitionCore> = keyspace
-            .partitions()
-            .map(|partition| {
-                PartitionCore::new(PartitionConfig {
-                    partition,
-                    site: id,
-                    limits: limits.clone(),
-                    hash_seed: rng.next_u64(),
-                })
-            })
-            .collect();
+        let cores = fresh_cores(&keyspace, id, limits, rng);
         let audited = vec![0; cores.len()];
         Self {
             index,
@@ -170,11 +189,12 @@ impl Site {
             keyspace,
             cores,
             resolvers,
-            sink_cursors: BTreeMap::new(),
+            limits: limits.clone(),
             audited,
             values_written: 0,
             conflicts: 0,
             clock_rejections: 0,
+            paused: false,
         }
     }
 
@@ -263,6 +283,67 @@ impl Site {
         self.clock_rejections += u64::from(applied.clock.is_err());
         self.audit(partition, checker, cause)?;
         Ok(applied)
+    }
+
+    /// The site loses its memory: every partition empty, change logs starting again at seq 1.
+    pub fn wipe(&mut self, rng: &mut SimRng) {
+        self.cores = fresh_cores(&self.keyspace, self.id, &self.limits, rng);
+        self.audited.iter_mut().for_each(|seq| *seq = 0);
+    }
+
+    /// A page of `partition`'s change log after `after_seq`, as the gateway's feed reads it
+    /// (`Command::WanChanges`; no hold: the scenarios drop and repair on overflow).
+    pub fn wan_changes(
+        &mut self,
+        partition: PartitionId,
+        after_seq: u64,
+        records_max: u32,
+        bytes_max: u32,
+    ) -> WanChangesPage {
+        let command = Command::WanChanges {
+            after_seq,
+            records_max,
+            bytes_max,
+            hold_ms: 0,
+        };
+        // `WanChanges` is a read at the core: the clock does not matter.
+        match self.cores[usize::from(partition.0)].handle_command(command, 0) {
+            Ok(Response::WanChanges(page)) => page,
+            _ => WanChangesPage {
+                records: Vec::new(),
+                last_seq: self.cores[usize::from(partition.0)].last_seq(),
+            },
+        }
+    }
+
+    /// Every stored entry of `partition` in scan order, paged through `Command::WanDump` as
+    /// the host loads a repair snapshot.
+    pub fn dump(
+        &mut self,
+        partition: PartitionId,
+        entries_max: u32,
+        bytes_max: u32,
+    ) -> Result<DumpEntries, String> {
+        let core = &mut self.cores[usize::from(partition.0)];
+        let mut entries = Vec::new();
+        let mut from = 0;
+        loop {
+            let command = Command::WanDump {
+                from_position: from,
+                entries_max,
+                bytes_max,
+            };
+            let page = match core.handle_command(command, 0) {
+                Ok(Response::WanDump(page)) => page,
+                other => return Err(format!("unexpected answer to WanDump: {other:?}")),
+            };
+            entries.extend(page.entries);
+            match page.next {
+                Some(next) if next > from => from = next,
+                Some(next) => return Err(format!("WanDump did not advance ({from} → {next})")),
+                None => return Ok(entries),
+            }
+        }
     }
 
     /// Every entry of every partition, tombstones included: what convergence compares.

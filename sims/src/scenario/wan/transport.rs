@@ -29,6 +29,8 @@ pub struct TransportConfig {
     pub dead_after_us: u64,
     /// A connect attempt without answer is retried (with a new connection id) after this long.
     pub connect_retry_us: u64,
+    /// The dialer pings its connections this often (QUIC keep-alive).
+    pub keepalive_us: u64,
     pub frame_bytes_max: usize,
 }
 
@@ -195,6 +197,7 @@ mod tests {
             rto_us: 1_000,
             dead_after_us: 5_000,
             connect_retry_us: 1_000,
+            keepalive_us: 2_000,
             frame_bytes_max: 1 << 20,
         }
     }
