@@ -131,7 +131,30 @@ proptest! {
         prop_assert!(next.hlc > previous.hlc);
         prop_assert!(next.hlc >= given);
         prop_assert_eq!(next.origin, site);
-        prop_assert_eq!(next.vv.get(site), previous.vv.get(site) + 1);
+        prop_assert!(next.vv.get(site) > previous.vv.get(site));
+        prop_assert!(next.vv.get(site) >= given.wall_ms.saturating_mul(1 << 16));
+    }
+
+    /// A site that lost its memory starts an entry again with `first`: its new write must not
+    /// look older than what it wrote before (which the other sites kept), whatever that history.
+    #[test]
+    fn a_write_after_a_memory_loss_is_never_older_than_the_sites_earlier_writes(
+        earlier in prop::collection::vec(timestamps(), 1..8),
+        other_site_writes in 0u64..3,
+        later_by_ms in 1u64..1_000,
+    ) {
+        let site = SiteId(1);
+        let mut kept = Version::first(site, earlier[0]);
+        for (i, &hlc) in earlier.iter().enumerate().skip(1) {
+            kept = kept.successor(site, hlc);
+            if (i as u64) < other_site_writes {
+                kept = kept.successor(SiteId(2), hlc);
+            }
+        }
+        let after_restart = HlcTimestamp::new(kept.hlc.wall_ms + later_by_ms, 0);
+        let fresh = Version::first(site, after_restart);
+        prop_assert!(fresh.vv.get(site) > kept.vv.get(site));
+        prop_assert_ne!(fresh.causality(&kept), Causality::Before);
     }
 
     #[test]

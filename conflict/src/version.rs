@@ -21,7 +21,13 @@ pub enum Causality {
     Concurrent,
 }
 
-/// Per-entry version vector: for each site, how many writes of this entry that site made.
+/// Per-entry version vector: for each site, a number that rises with every write of this entry
+/// at that site — `max(previous + 1, the write's HLC stamp)` ([`Version::first`],
+/// [`Version::successor`]), not a bare count. A bare count restarts at 1 when a site loses its
+/// memory (an in-memory site restarted whole), and its new writes would then look older than
+/// the ones the other sites kept from it: dominated, silently dropped everywhere. Stamped by
+/// the HLC, which keeps rising across a restart, they stay above the site's earlier writes and
+/// meet those as concurrent (resolved) at worst.
 ///
 /// Stored as `(site, count)` pairs sorted by site, inline for up to four sites: every write copies
 /// its entry's vector into the new version and the change log, and a heap allocation per copy was
@@ -44,15 +50,21 @@ impl VersionVector {
 
     /// Count one more write by `site`; returns the new count.
     pub fn increment(&mut self, site: SiteId) -> u64 {
+        self.advance(site, 0)
+    }
+
+    /// One more write by `site`, numbered `max(current + 1, floor)`; returns that number.
+    pub fn advance(&mut self, site: SiteId, floor: u64) -> u64 {
         match self.0.binary_search_by_key(&site, |&(s, _)| s) {
             Ok(i) => {
                 let count = &mut self.0[i].1;
-                *count = count.saturating_add(1);
+                *count = count.saturating_add(1).max(floor);
                 *count
             }
             Err(i) => {
-                self.0.insert(i, (site, 1));
-                1
+                let count = floor.max(1);
+                self.0.insert(i, (site, count));
+                count
             }
         }
     }
@@ -152,6 +164,15 @@ impl<'de> Deserialize<'de> for VersionVector {
     }
 }
 
+/// The floor of a write's version-vector number: its HLC as one rising integer (wall
+/// milliseconds, then the logical counter in the low 16 bits, saturated), so a site's numbers
+/// keep rising across a restart that lost its memory (see [`VersionVector`]).
+fn write_stamp(hlc: HlcTimestamp) -> u64 {
+    const LOGICAL_BITS: u32 = 16;
+    let logical = u64::from(hlc.logical).min((1 << LOGICAL_BITS) - 1);
+    hlc.wall_ms.saturating_mul(1 << LOGICAL_BITS) | logical
+}
+
 /// The version of one entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Version {
@@ -166,7 +187,7 @@ impl Version {
     /// The version of a first write of an entry at `site`.
     pub fn first(site: SiteId, hlc: HlcTimestamp) -> Self {
         let mut vv = VersionVector::new();
-        vv.increment(site);
+        vv.advance(site, write_stamp(hlc));
         Self {
             hlc,
             origin: site,
@@ -181,13 +202,13 @@ impl Version {
     /// overwrites, or LWW would not extend causal order and folding concurrent updates could
     /// depend on their order (see `reconcile`).
     pub fn successor(&self, site: SiteId, hlc: HlcTimestamp) -> Self {
-        let mut vv = self.vv.clone();
-        vv.increment(site);
         let hlc = if hlc > self.hlc {
             hlc
         } else {
             self.hlc.successor()
         };
+        let mut vv = self.vv.clone();
+        vv.advance(site, write_stamp(hlc));
         Self {
             hlc,
             origin: site,

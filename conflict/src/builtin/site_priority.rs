@@ -45,7 +45,8 @@ impl SitePriority {
         &self.order
     }
 
-    /// Higher is better: (how far up the list the best site in `vv` is, its write count);
+    /// Higher is better: (how far up the list the best site in `vv` is, its version number
+    /// there, which rises with each of its writes);
     /// `(0, 0)` when `vv` holds no listed site.
     fn rank(&self, vv: &VersionVector) -> (usize, u64) {
         self.order

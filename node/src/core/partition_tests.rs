@@ -712,6 +712,8 @@ mod remote {
         // A local write on top is causally after; a concurrent remote write is resolved.
         core.handle_command(set("k", "local"), T0 + 10).ok();
         let concurrent = remote_write("r2", T0 + 5, Some(&first));
+        let concurrent_vv_other = concurrent.version.vv.get(OTHER);
+        assert!(concurrent_vv_other > first.version.vv.get(OTHER));
         let resolved = core.apply_remote(b("k"), concurrent, &LastWriterWins, T0 + 20);
         assert_eq!(
             resolved.outcome,
@@ -722,7 +724,11 @@ mod remote {
         // Keeping the local value still merges the histories, so it is logged for relay.
         assert_eq!(resolved.seq, Some(3));
         let stored = core.entry(b"k").map(|e| e.version.vv.get(OTHER));
-        assert_eq!(stored, Some(2));
+        assert_eq!(
+            stored,
+            Some(concurrent_vv_other),
+            "the remote history is joined in"
+        );
     }
 
     #[test]

@@ -251,9 +251,14 @@ mod tests {
             Value::Bytes(key()),
             v1.version.successor(SITE, HlcTimestamp::new(2, 0)),
         );
+        // A version vector that went back (below v1's), whatever its clock says.
         let stale = versioned(
             Value::Bytes(key()),
-            Version::first(SITE, HlcTimestamp::new(3, 0)),
+            Version {
+                hlc: HlcTimestamp::new(3, 0),
+                origin: SITE,
+                vv: [(SITE, 1)].into_iter().collect(),
+            },
         );
         let mut auditor = CoreAuditor::new(100);
         assert_eq!(audit(&mut auditor, &[record(1, &v1)], &v1), Ok(()));
