@@ -2,8 +2,8 @@
 //! and the pushes it records; a whole session between two snapshots.
 use super::*;
 use crate::GatewayLimits;
-use crate::repair::{CoreReplica, RepairResponder, RepairSession, RepairStatus};
 use crate::repair::test_support::{self as ts, A, B, PARTITION};
+use crate::repair::{CoreReplica, RepairResponder, RepairSession, RepairStatus};
 use crate::wire::{DigestParams, PositionRange};
 use tern_conflict::{HlcTimestamp, LastWriterWins, Value, Version};
 use tern_node::core::partition::{PartitionCore, SCAN_POSITION_END};
