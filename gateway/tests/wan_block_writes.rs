@@ -5,17 +5,14 @@
 //! the next write is refused with `-TRYAGAIN` (and stays refused past the node's hold lease,
 //! because the feed renews it). After the heal the writes go through again, and every write
 //! `a` acknowledged reaches `b` — through the stream alone: no overflow, no repair.
+mod common;
+
+use common::{add_peer, eventually_within, resp, start_site, target_status};
 use redis::AsyncCommands;
-use std::time::{Duration, Instant};
-use tempfile::TempDir;
+use std::time::Duration;
 use tern_gateway::fault_proxy::{Faults, UdpFaultProxy};
-use tern_gateway::host::{GatewayHandle, HostParams};
-use tern_node::admin::{WanAdminError, WanAdminRequest, WanHub, WanTargetSpec, WanTargetStatus};
-use tern_node::config::{NodeConfig, WanConfig, WanOverflow};
-use tern_node::limits::Limits;
-use tern_node::server::NodeHandle;
+use tern_node::config::WanOverflow;
 use tern_node::transport::certs::init_dev_pki;
-use tokio::sync::oneshot;
 
 const TEST_BOUND: Duration = Duration::from_secs(120);
 const CHANGE_LOG_BYTES_MAX: usize = 2 * 1024 * 1024;
@@ -28,102 +25,9 @@ const VALUE_BYTES: usize = 256 * 1024;
 /// Far more writes than the backlog and the log hold together (about 264).
 const WRITES_MAX: usize = 1_000;
 
-struct Site {
-    name: &'static str,
-    id: u16,
-    node: NodeHandle,
-    gateway: GatewayHandle,
-    hub: WanHub,
-    _data: TempDir,
-}
-
-async fn start_site(
-    name: &'static str,
-    id: u16,
-    pki: &std::path::Path,
-    tune: impl FnOnce(&mut NodeConfig, &mut WanConfig),
-) -> Site {
-    let data = tempfile::tempdir().expect("data dir");
-    let mut wan = WanConfig::new(
-        name,
-        "127.0.0.1:0".parse().expect("literal"),
-        pki.to_path_buf(),
-        data.path().join("wan"),
-    );
-    let mut config = NodeConfig {
-        listen: "127.0.0.1:0".parse().expect("literal"),
-        site: id,
-        partitions: 1,
-        workers: 1,
-        tick_ms: 10,
-        ..NodeConfig::default()
-    };
-    tune(&mut config, &mut wan);
-    config.wan = Some(wan.clone());
-    let node = tern_node::server::start(config).await.expect("node starts");
-    let hub = node.wan_hub();
-    let gateway = tern_gateway::host::start(HostParams {
-        config: wan,
-        site_id: id,
-        router: node.router(),
-        hub: hub.clone(),
-        resolvers: node.resolvers(),
-        tombstone_retention_ms: Limits::default().tombstone_retention_ms,
-        commits: node.commit_watch(),
-    })
-    .expect("gateway starts");
-    Site {
-        name,
-        id,
-        node,
-        gateway,
-        hub,
-        _data: data,
-    }
-}
-
-/// Make `from` ship to (and accept) `to`, whose gateway is reached at `addr`.
-async fn add_peer(from: &Site, to: &Site, addr: std::net::SocketAddr) {
-    let spec = WanTargetSpec {
-        site: to.name.to_owned(),
-        site_id: to.id,
-        addr: addr.to_string(),
-    };
-    let (reply, answer) = oneshot::channel::<Result<(), WanAdminError>>();
-    from.hub
-        .sender()
-        .expect("a gateway is attached")
-        .send(WanAdminRequest::AddTarget { spec, reply })
-        .await
-        .expect("the gateway takes requests");
-    answer
-        .await
-        .expect("the gateway answers")
-        .expect("target accepted");
-}
-
-fn target_status(site: &Site) -> Option<WanTargetStatus> {
-    site.hub.get().and_then(|s| s.targets.into_iter().next())
-}
-
-/// Polls `check` every 20 ms until it holds (the whole test is bounded by [`TEST_BOUND`]).
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < TEST_BOUND,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn resp(node: &NodeHandle) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://{}/", node.local_addr()))
-        .expect("client url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis client connects")
+/// Polls `check` until it holds, within the test's bound.
+async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    eventually_within(TEST_BOUND, what, check).await;
 }
 
 fn value_of(n: usize) -> String {
@@ -151,14 +55,16 @@ async fn block_writes_refuses_local_writes_until_the_target_is_back_and_loses_no
 async fn scenario() {
     let pki = tempfile::tempdir().expect("pki dir");
     init_dev_pki(pki.path(), &["a".to_owned(), "b".to_owned()], 0).expect("dev PKI");
-    let a = start_site("a", 1, pki.path(), |node, wan| {
+    let any_port = "127.0.0.1:0".parse().expect("literal");
+    let a = start_site("a", 1, pki.path(), any_port, |node, wan| {
+        node.partitions = 1;
         node.limits.change_log_bytes_max = CHANGE_LOG_BYTES_MAX;
         node.limits.wan_hold_ms_max = WAN_HOLD_MS_MAX;
         wan.overflow = WanOverflow::BlockWrites;
         wan.backlog_bytes_max = BACKLOG_BYTES_MAX;
     })
     .await;
-    let b = start_site("b", 2, pki.path(), |_, _| {}).await;
+    let b = start_site("b", 2, pki.path(), any_port, |node, _| node.partitions = 1).await;
     let proxy = UdpFaultProxy::start(
         "127.0.0.1:0".parse().expect("literal"),
         b.gateway.local_addr(),

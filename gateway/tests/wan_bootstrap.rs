@@ -9,18 +9,14 @@
 //! data / rate, that `a`'s status shows the target repairing meanwhile, and that a live write
 //! made at `a` during the bootstrap reaches `b` before the bootstrap is over (the pacing holds
 //! only repair messages, never the stream).
+mod common;
+
+use common::{Site, eventually_within, resp, start_site, target_status};
 use redis::AsyncCommands;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
-use tern_gateway::host::{GatewayHandle, HostParams};
-use tern_node::admin::{WanAdminError, WanAdminRequest, WanHub, WanTargetSpec, WanTargetStatus};
-use tern_node::config::{NodeConfig, WanConfig};
-use tern_node::server::NodeHandle;
 use tern_node::transport::certs::init_dev_pki;
-use tokio::sync::oneshot;
 
-const PARTITIONS: u32 = 8;
 const TEST_BOUND: Duration = Duration::from_secs(90);
 /// The configured pace of repair traffic (each link, each direction).
 const RATE_BYTES_PER_SEC: u64 = 50_000;
@@ -31,116 +27,26 @@ const VALUE_BYTES: usize = 2_000;
 /// polled every 20 ms.
 const OBSERVATION_SLACK: Duration = Duration::from_millis(300);
 
-struct Site {
-    name: &'static str,
-    id: u16,
-    node: NodeHandle,
-    gateway: GatewayHandle,
-    hub: WanHub,
-    _data: TempDir,
-}
-
-impl Site {
-    async fn stop(self) {
-        self.gateway.shutdown().await;
-        self.node.shutdown().await;
-        // `_data` is dropped here: the site's memory, backlogs and cursors are gone.
-    }
-}
-
-/// Starts site `name` with its gateway on `listen` (retried for a while: a port just
-/// released by a stopped gateway may take a moment to be free again).
-async fn start_site(
+/// Starts site `name` with its gateway on `listen`, repairs paced at the test's rate.
+async fn start_paced_site(
     name: &'static str,
     id: u16,
     pki: &std::path::Path,
     listen: SocketAddr,
 ) -> Site {
-    let data = tempfile::tempdir().expect("data dir");
-    let mut wan = WanConfig::new(name, listen, pki.to_path_buf(), data.path().join("wan"));
-    wan.bootstrap_bytes_per_sec_max = RATE_BYTES_PER_SEC;
-    let config = NodeConfig {
-        listen: "127.0.0.1:0".parse().expect("literal"),
-        site: id,
-        partitions: PARTITIONS,
-        workers: 1,
-        tick_ms: 10,
-        wan: Some(wan.clone()),
-        ..NodeConfig::default()
-    };
-    let node = tern_node::server::start(config).await.expect("node starts");
-    let hub = node.wan_hub();
-    let started = Instant::now();
-    let gateway = loop {
-        let params = HostParams {
-            config: wan.clone(),
-            site_id: id,
-            router: node.router(),
-            hub: hub.clone(),
-            resolvers: node.resolvers(),
-            tombstone_retention_ms: tern_node::limits::Limits::default().tombstone_retention_ms,
-            commits: node.commit_watch(),
-        };
-        match tern_gateway::host::start(params) {
-            Ok(gateway) => break gateway,
-            Err(error) if started.elapsed() < Duration::from_secs(10) => {
-                eprintln!("gateway {name} not started yet ({error}); retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => panic!("gateway {name} starts: {error}"),
-        }
-    };
-    Site {
-        name,
-        id,
-        node,
-        gateway,
-        hub,
-        _data: data,
-    }
+    start_site(name, id, pki, listen, |_, wan| {
+        wan.bootstrap_bytes_per_sec_max = RATE_BYTES_PER_SEC;
+    })
+    .await
 }
 
 async fn add_peer(from: &Site, to: &Site) {
-    let spec = WanTargetSpec {
-        site: to.name.to_owned(),
-        site_id: to.id,
-        addr: to.gateway.local_addr().to_string(),
-    };
-    let (reply, answer) = oneshot::channel::<Result<(), WanAdminError>>();
-    from.hub
-        .sender()
-        .expect("a gateway is attached")
-        .send(WanAdminRequest::AddTarget { spec, reply })
-        .await
-        .expect("the gateway takes requests");
-    answer
-        .await
-        .expect("the gateway answers")
-        .expect("request accepted");
+    common::add_peer(from, to, to.gateway.local_addr()).await;
 }
 
-fn target_status(site: &Site) -> Option<WanTargetStatus> {
-    site.hub.get().and_then(|s| s.targets.into_iter().next())
-}
-
-/// Polls `check` every 20 ms until it holds (the whole test is bounded by [`TEST_BOUND`]).
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < TEST_BOUND,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn resp(node: &NodeHandle) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://{}/", node.local_addr()))
-        .expect("client url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis client connects")
+/// Polls `check` until it holds, within the test's bound.
+async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    eventually_within(TEST_BOUND, what, check).await;
 }
 
 fn key(n: usize) -> String {
@@ -174,8 +80,8 @@ async fn scenario() {
     let pki = tempfile::tempdir().expect("pki dir");
     init_dev_pki(pki.path(), &["a".to_owned(), "b".to_owned()], 0).expect("dev PKI");
     let any_port: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-    let a = start_site("a", 1, pki.path(), any_port).await;
-    let b = start_site("b", 2, pki.path(), any_port).await;
+    let a = start_paced_site("a", 1, pki.path(), any_port).await;
+    let b = start_paced_site("b", 2, pki.path(), any_port).await;
     let b_gateway_addr = b.gateway.local_addr();
     add_peer(&a, &b).await;
     add_peer(&b, &a).await;
@@ -201,7 +107,7 @@ async fn scenario() {
     // Wipe b; it comes back empty at the same gateway address.
     drop(conn_b);
     b.stop().await;
-    let b = start_site("b", 2, pki.path(), b_gateway_addr).await;
+    let b = start_paced_site("b", 2, pki.path(), b_gateway_addr).await;
     add_peer(&b, &a).await;
     let mut conn_b = resp(&b.node).await;
     assert_eq!(bulk_present(&mut conn_b).await, 0, "b lost its data");

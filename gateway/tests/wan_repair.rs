@@ -6,35 +6,23 @@
 //! backlog leaves behind. The test checks the hole is real (the stream does not fill it), asks
 //! `a` to repair against `b`, and checks both sites then hold the same value for every key
 //! (over RESP), that `repairs_total` counts the sessions and no partition stays marked.
-use bytes::Bytes;
-use redis::AsyncCommands;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tempfile::TempDir;
-use tern_conflict::{HlcTimestamp, SiteId, Value, Version, Versioned};
-use tern_gateway::host::{GatewayHandle, HostParams};
-use tern_node::admin::{WanAdminError, WanAdminRequest, WanHub, WanTargetSpec, WanTargetStatus};
-use tern_node::config::{NodeConfig, WanConfig};
-use tern_node::core::{Command, Keyspace, Response};
-use tern_node::server::NodeHandle;
-use tern_node::transport::certs::init_dev_pki;
-use tokio::sync::oneshot;
+mod common;
 
-const PARTITIONS: u32 = 8;
+use bytes::Bytes;
+use common::{PARTITIONS, Site, admin, eventually_within, resp, target_status};
+use redis::AsyncCommands;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tern_conflict::{HlcTimestamp, SiteId, Value, Version, Versioned};
+use tern_node::admin::WanAdminRequest;
+use tern_node::core::{Command, Keyspace, Response};
+use tern_node::transport::certs::init_dev_pki;
+
 const TEST_BOUND: Duration = Duration::from_secs(90);
 const SITE_A: SiteId = SiteId(1);
 const SITE_B: SiteId = SiteId(2);
 /// Keys only one site holds, per site; keys both hold with concurrent versions.
 const ONLY_KEYS: u64 = 60;
 const BOTH_KEYS: u64 = 12;
-
-struct Site {
-    name: &'static str,
-    id: u16,
-    node: NodeHandle,
-    gateway: GatewayHandle,
-    hub: WanHub,
-    _data: TempDir,
-}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -43,96 +31,17 @@ fn now_ms() -> u64 {
 }
 
 async fn start_site(name: &'static str, id: u16, pki: &std::path::Path) -> Site {
-    let data = tempfile::tempdir().expect("data dir");
-    let wan = WanConfig::new(
-        name,
-        "127.0.0.1:0".parse().expect("literal"),
-        pki.to_path_buf(),
-        data.path().join("wan"),
-    );
-    let config = NodeConfig {
-        listen: "127.0.0.1:0".parse().expect("literal"),
-        site: id,
-        partitions: PARTITIONS,
-        workers: 1,
-        tick_ms: 10,
-        wan: Some(wan.clone()),
-        ..NodeConfig::default()
-    };
-    let node = tern_node::server::start(config).await.expect("node starts");
-    let hub = node.wan_hub();
-    let gateway = tern_gateway::host::start(HostParams {
-        config: wan,
-        site_id: id,
-        router: node.router(),
-        hub: hub.clone(),
-        resolvers: node.resolvers(),
-        tombstone_retention_ms: tern_node::limits::Limits::default().tombstone_retention_ms,
-        commits: node.commit_watch(),
-    })
-    .expect("gateway starts");
-    Site {
-        name,
-        id,
-        node,
-        gateway,
-        hub,
-        _data: data,
-    }
+    let any_port = "127.0.0.1:0".parse().expect("literal");
+    common::start_site(name, id, pki, any_port, |_, _| {}).await
 }
 
-async fn admin(
-    hub: &WanHub,
-    request: impl FnOnce(oneshot::Sender<Result<(), WanAdminError>>) -> WanAdminRequest,
-) {
-    let (reply, answer) = oneshot::channel();
-    hub.sender()
-        .expect("a gateway is attached")
-        .send(request(reply))
-        .await
-        .expect("the gateway takes requests");
-    answer
-        .await
-        .expect("the gateway answers")
-        .expect("request accepted");
-}
-
-/// Make `from` ship to (and accept) `to`.
 async fn add_peer(from: &Site, to: &Site) {
-    let spec = WanTargetSpec {
-        site: to.name.to_owned(),
-        site_id: to.id,
-        addr: to.gateway.local_addr().to_string(),
-    };
-    admin(&from.hub, |reply| WanAdminRequest::AddTarget {
-        spec,
-        reply,
-    })
-    .await;
+    common::add_peer(from, to, to.gateway.local_addr()).await;
 }
 
-fn target_status(site: &Site) -> Option<WanTargetStatus> {
-    site.hub.get().and_then(|s| s.targets.into_iter().next())
-}
-
-/// Polls `check` every 20 ms until it holds (the whole test is bounded by [`TEST_BOUND`]).
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < TEST_BOUND,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn resp(node: &NodeHandle) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://{}/", node.local_addr()))
-        .expect("client url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis client connects")
+/// Polls `check` until it holds, within the test's bound.
+async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    eventually_within(TEST_BOUND, what, check).await;
 }
 
 /// An entry written at `origin` `ago_ms` ago.
