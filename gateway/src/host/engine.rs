@@ -29,8 +29,6 @@ pub enum Event {
         partition: PartitionId,
         asked_after: u64,
         page: WanChangesPage,
-        /// The log was found behind `asked_after`: the partition lost its memory.
-        restarted: bool,
         reply: oneshot::Sender<u64>,
     },
     LinkUp {
@@ -165,12 +163,11 @@ impl Engine {
                 partition,
                 asked_after,
                 page,
-                restarted,
                 reply,
             } => {
-                let next =
-                    self.core
-                        .handle_feed_page(partition, asked_after, &page, restarted, now_ms);
+                let next = self
+                    .core
+                    .handle_feed_page(partition, asked_after, &page, now_ms);
                 let _ = reply.send(next);
             }
             Event::LinkUp {

@@ -3,7 +3,7 @@
 //! the engine, which answers where to read next — the lowest seq any delegator still needs.
 //! That answer is the backpressure: a delegator that refused records (a full backlog) keeps
 //! the feed re-reading them later. A log found behind what was read (the partition lost its
-//! memory) is reported as `restarted`; the engine starts a new log generation and answers 0.
+//! memory) is always handed over; the core sees it and starts a new log generation, answering 0.
 //!
 //! With `overflow = "block_writes"` every read also *holds* the log after the cursor
 //! ([`FeedSettings::hold_ms`]): the primary then refuses local writes that would drop records
@@ -151,7 +151,6 @@ pub fn spawn_feed(
                     partition,
                     asked_after,
                     page,
-                    restarted,
                     reply,
                 })
                 .is_err()

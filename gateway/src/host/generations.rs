@@ -1,13 +1,11 @@
 //! The log generations file (`<data_dir>/log-generations`): what
-//! [`crate::site::generations`] keeps, on disk. Written atomically (temp file, fsync, rename)
-//! before any record of a new generation is handed to a delegator.
+//! [`crate::site::generations`] keeps, on disk — only the format; the rule (bump, save before
+//! use) is the core's. Written atomically (temp file, fsync, rename).
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use tern_node::core::PartitionId;
-
-pub use crate::site::generations::{SEQ_BITS, generation_of, seq_of, wan_seq};
 
 const HEADER: &str = "tern-log-generations v1";
 const TRAILER: &str = "end";
@@ -24,85 +22,46 @@ pub enum GenerationsError {
     Corrupt { path: PathBuf, reason: String },
 }
 
-/// The current generation of every partition whose log ever restarted (others: 0).
-#[derive(Debug)]
-pub struct Generations {
-    path: PathBuf,
-    by_partition: BTreeMap<PartitionId, u64>,
+/// Where the file lives in the gateway's data directory.
+pub fn path_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("log-generations")
 }
 
-impl Generations {
-    pub fn path_in(data_dir: &Path) -> PathBuf {
-        data_dir.join("log-generations")
+/// Loads the file (none yet: every generation is 0). A damaged file is an error: starting
+/// from 0 could reuse seqs the peers already hold.
+pub fn load(path: &Path) -> Result<BTreeMap<PartitionId, u64>, GenerationsError> {
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(BTreeMap::new());
+        }
+        Err(source) => {
+            return Err(GenerationsError::Io {
+                action: "read",
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let corrupt = |reason: String| GenerationsError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.first() != Some(&HEADER) || lines.last() != Some(&TRAILER) {
+        return Err(corrupt("missing header or trailer (torn write?)".into()));
     }
-
-    /// Loads the file (none yet: every generation is 0). A damaged file is an error: starting
-    /// from 0 could reuse seqs the peers already hold.
-    pub fn load(path: PathBuf) -> Result<Self, GenerationsError> {
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Self {
-                    path,
-                    by_partition: BTreeMap::new(),
-                });
-            }
-            Err(source) => {
-                return Err(GenerationsError::Io {
-                    action: "read",
-                    path,
-                    source,
-                });
-            }
+    let mut by_partition = BTreeMap::new();
+    for line in &lines[1..lines.len() - 1] {
+        let parsed = line
+            .split_once(' ')
+            .and_then(|(p, g)| Some((p.parse::<u16>().ok()?, g.parse::<u64>().ok()?)));
+        let Some((p, g)) = parsed else {
+            return Err(corrupt(format!("bad line {line:?}")));
         };
-        let corrupt = |reason: String| GenerationsError::Corrupt {
-            path: path.clone(),
-            reason,
-        };
-        let lines: Vec<&str> = text.lines().collect();
-        if lines.first() != Some(&HEADER) || lines.last() != Some(&TRAILER) {
-            return Err(corrupt("missing header or trailer (torn write?)".into()));
-        }
-        let mut by_partition = BTreeMap::new();
-        for line in &lines[1..lines.len() - 1] {
-            let parsed = line
-                .split_once(' ')
-                .and_then(|(p, g)| Some((p.parse::<u16>().ok()?, g.parse::<u64>().ok()?)));
-            let Some((p, g)) = parsed else {
-                return Err(corrupt(format!("bad line {line:?}")));
-            };
-            by_partition.insert(PartitionId(p), g);
-        }
-        Ok(Self { path, by_partition })
+        by_partition.insert(PartitionId(p), g);
     }
-
-    pub fn get(&self, partition: PartitionId) -> u64 {
-        self.by_partition.get(&partition).copied().unwrap_or(0)
-    }
-
-    /// Raises `partition`'s generation above both its current one and `at_least - 1`, and
-    /// persists it before returning it.
-    pub fn bump(&mut self, partition: PartitionId, at_least: u64) -> Result<u64, GenerationsError> {
-        let next = (self.get(partition) + 1).max(at_least);
-        let previous = self.by_partition.insert(partition, next);
-        if let Err(error) = self.store() {
-            match previous {
-                Some(g) => self.by_partition.insert(partition, g),
-                None => self.by_partition.remove(&partition),
-            };
-            return Err(error);
-        }
-        Ok(next)
-    }
-
-    fn store(&self) -> Result<(), GenerationsError> {
-        save(&self.path, &self.by_partition)
-    }
-
-    /// Every partition's generation, for the site gateway core.
-    pub fn into_map(self) -> BTreeMap<PartitionId, u64> {
-        self.by_partition
-    }
+    Ok(by_partition)
 }
 
 /// Replaces the file at `path` with `by_partition`, durably.
@@ -141,18 +100,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bumps_persist_and_reload() {
+    fn saved_generations_reload_and_a_torn_file_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = Generations::path_in(dir.path());
-        let mut gens = Generations::load(path.clone()).expect("empty");
-        assert_eq!(gens.get(PartitionId(2)), 0);
-        assert_eq!(gens.bump(PartitionId(2), 0).expect("bump"), 1);
-        assert_eq!(gens.bump(PartitionId(2), 5).expect("bump"), 5);
-        assert_eq!(gens.bump(PartitionId(2), 0).expect("bump"), 6);
-        let again = Generations::load(path.clone()).expect("reload");
-        assert_eq!(again.get(PartitionId(2)), 6);
-        assert_eq!(again.get(PartitionId(3)), 0);
+        let path = path_in(dir.path());
+        assert_eq!(load(&path).expect("no file yet"), BTreeMap::new());
+        let saved = BTreeMap::from([(PartitionId(2), 6), (PartitionId(7), 1)]);
+        save(&path, &saved).expect("save");
+        assert_eq!(load(&path).expect("reload"), saved);
         std::fs::write(&path, "tern-log-generations v1\n2 6\n").expect("tear");
-        assert!(Generations::load(path).is_err(), "a torn file is refused");
+        assert!(load(&path).is_err(), "a torn file is refused");
     }
 }

@@ -123,8 +123,7 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let generations =
-        generations::Generations::load(generations::Generations::path_in(&config.data_dir))?;
+    let generations = generations::load(&generations::path_in(&config.data_dir))?;
     let endpoint = WanEndpoint::bind(
         config.listen,
         &config.tls_dir,
@@ -149,7 +148,7 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
             cursor_persist_ms: config.cursor_persist_ms,
         },
         storage::FsSiteStorage::new(config.data_dir.clone(), params::backlog_config(&config)),
-        generations.into_map(),
+        generations,
         now_ms,
     );
     let mut engine = Engine::new(

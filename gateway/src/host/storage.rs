@@ -83,7 +83,7 @@ impl SiteStorage for FsSiteStorage {
         &mut self,
         by_partition: &BTreeMap<PartitionId, u64>,
     ) -> Result<(), String> {
-        let path = generations::Generations::path_in(&self.data_dir);
+        let path = generations::path_in(&self.data_dir);
         generations::save(&path, by_partition).map_err(|e| e.to_string())
     }
 }

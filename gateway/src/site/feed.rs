@@ -24,9 +24,9 @@ fn to_wan_record(record: &ChangeRecord, generation: u64) -> WanRecord {
 }
 
 impl<P: SiteStorage> SiteGateway<P> {
-    /// A page of `partition`'s change log read after `asked_after` (`restarted`: the log was
-    /// found behind `asked_after`, the partition lost its memory; a log behind what the
-    /// delegators hold of the current generation counts as restarted too). Every partition's first
+    /// A page of `partition`'s change log read after `asked_after`. A log found behind
+    /// `asked_after`, or behind what the delegators hold of the current generation, restarted
+    /// (the partition lost its memory). Every partition's first
     /// page must come here, even an empty one: it tells whether the log is empty-ever.
     /// Returns the seq after which the feed reads next.
     pub fn handle_feed_page(
@@ -34,13 +34,13 @@ impl<P: SiteStorage> SiteGateway<P> {
         partition: PartitionId,
         asked_after: u64,
         page: &WanChangesPage,
-        restarted: bool,
         now_ms: u64,
     ) -> u64 {
         self.prime(partition, page.last_seq == 0, now_ms);
         // A feed re-reading from 0 (a rewind) cannot see its log went back: the delegators
         // can, holding records of this generation beyond the log's end.
-        let restarted = restarted || self.log_behind_shipped(partition, page.last_seq);
+        let restarted =
+            page.last_seq < asked_after || self.log_behind_shipped(partition, page.last_seq);
         let next = if restarted {
             self.on_log_restarted(partition, asked_after)
         } else {

@@ -100,18 +100,18 @@ fn cursor_of(ack: &HelloAck, partition: PartitionId) -> u64 {
 #[test]
 fn a_restarted_log_ships_under_a_new_generation_saved_first() {
     let mut gw = gateway(0);
-    let next = gw.handle_feed_page(P0, 0, &page(records(P0, 3), 3), false, 1);
+    let next = gw.handle_feed_page(P0, 0, &page(records(P0, 3), 3), 1);
     assert_eq!(next, 3, "the delegator took seqs 1..=3");
     assert_eq!(
         gw.delegator(PEER_SITE).and_then(|d| d.resume_after(P0)),
         Some(3)
     );
     // The log went back (the partition lost its memory): generation 1, read from 0 again.
-    let next = gw.handle_feed_page(P0, 3, &page(Vec::new(), 0), true, 2);
+    let next = gw.handle_feed_page(P0, 3, &page(Vec::new(), 0), 2);
     assert_eq!(next, 0);
     assert_eq!(gw.generation(P0), 1);
     assert_eq!(gw.storage().generations().get(&P0), Some(&1), "saved");
-    let next = gw.handle_feed_page(P0, 0, &page(records(P0, 2), 2), false, 3);
+    let next = gw.handle_feed_page(P0, 0, &page(records(P0, 2), 2), 3);
     assert_eq!(next, 2, "seqs of the new log, within generation 1");
     assert_eq!(
         gw.delegator(PEER_SITE).and_then(|d| d.resume_after(P0)),
@@ -124,10 +124,10 @@ fn a_restarted_log_ships_under_a_new_generation_saved_first() {
 #[test]
 fn a_generation_that_cannot_be_saved_is_not_used() {
     let mut gw = gateway(0);
-    gw.handle_feed_page(P0, 0, &page(records(P0, 3), 3), false, 1);
+    gw.handle_feed_page(P0, 0, &page(records(P0, 3), 3), 1);
     let mut storage_fails = gw;
     storage_fails.storage.fail_saves(true);
-    let next = storage_fails.handle_feed_page(P0, 3, &page(Vec::new(), 0), true, 2);
+    let next = storage_fails.handle_feed_page(P0, 3, &page(Vec::new(), 0), 2);
     assert_eq!(next, 3, "the feed asks again from where it was");
     assert_eq!(storage_fails.generation(P0), 0);
 }
@@ -144,9 +144,9 @@ fn hellos_wait_for_every_partition_and_a_wiped_partition_resets_its_cursor() {
             hello_acks(&mut gw).is_empty(),
             "held: no partition read yet"
         );
-        gw.handle_feed_page(P0, 0, &page(Vec::new(), p0_last_seq), false, 2);
+        gw.handle_feed_page(P0, 0, &page(Vec::new(), p0_last_seq), 2);
         assert!(hello_acks(&mut gw).is_empty(), "held: P1 not read yet");
-        gw.handle_feed_page(P1, 0, &page(Vec::new(), 0), false, 3);
+        gw.handle_feed_page(P1, 0, &page(Vec::new(), 0), 3);
         let acks = hello_acks(&mut gw);
         assert_eq!(
             acks.len(),
@@ -162,7 +162,7 @@ fn held_hellos_are_answered_after_the_hold_and_a_late_wipe_closes_the_link() {
     let mut gw = gateway(5);
     gw.handle_link_up(Side::FromSource, PEER_SITE, 7, 1);
     gw.handle_message(Side::FromSource, PEER_SITE, 7, hello(), 1);
-    gw.handle_feed_page(P1, 0, &page(Vec::new(), 0), false, 2);
+    gw.handle_feed_page(P1, 0, &page(Vec::new(), 0), 2);
     gw.handle_timers(limits::HELLO_HOLD_MS_MAX - 1);
     assert!(hello_acks(&mut gw).is_empty());
     gw.handle_timers(limits::HELLO_HOLD_MS_MAX);
@@ -174,13 +174,7 @@ fn held_hellos_are_answered_after_the_hold_and_a_late_wipe_closes_the_link() {
     );
     assert_eq!(cursor_of(&acks[0], P0), 5);
     // P0 turns out wiped: the source was told 5, so its link is closed to greet again.
-    gw.handle_feed_page(
-        P0,
-        0,
-        &page(Vec::new(), 0),
-        false,
-        limits::HELLO_HOLD_MS_MAX + 1,
-    );
+    gw.handle_feed_page(P0, 0, &page(Vec::new(), 0), limits::HELLO_HOLD_MS_MAX + 1);
     assert_eq!(
         gw.poll_close_link(),
         Some(LinkRef {
@@ -265,8 +259,8 @@ fn operator_requests_are_checked() {
 #[test]
 fn one_apply_in_flight_per_source_and_partition() {
     let mut gw = gateway(0);
-    gw.handle_feed_page(P0, 0, &page(Vec::new(), 0), false, 1);
-    gw.handle_feed_page(P1, 0, &page(Vec::new(), 0), false, 1);
+    gw.handle_feed_page(P0, 0, &page(Vec::new(), 0), 1);
+    gw.handle_feed_page(P1, 0, &page(Vec::new(), 0), 1);
     gw.handle_link_up(Side::FromSource, PEER_SITE, 7, 1);
     gw.handle_message(Side::FromSource, PEER_SITE, 7, hello(), 1);
     // A source's delegator ships five records of P0 and one of P1.
@@ -395,12 +389,12 @@ fn a_delegator_rebuilt_on_its_reopened_store_has_the_feeds_read_again() {
         record.entry.version.origin = PEER;
     }
     let fifth = log.pop().expect("five records");
-    assert_eq!(gw.handle_feed_page(P0, 0, &page(log, 4), false, 1), 4);
+    assert_eq!(gw.handle_feed_page(P0, 0, &page(log, 4), 1), 4);
     assert_eq!(resume(&gw), Some(4));
     assert!(!gw.poll_feed_rewind());
     // The next append fails: the store must be reopened, which the next timer does.
     gw.storage().disk.fail_next_append();
-    gw.handle_feed_page(P0, 4, &page(vec![fifth], 5), false, 2);
+    gw.handle_feed_page(P0, 4, &page(vec![fifth], 5), 2);
     assert!(
         gw.delegator(PEER_SITE)
             .is_some_and(|d| d.failure().is_some())
@@ -419,32 +413,23 @@ fn a_delegator_rebuilt_on_its_reopened_store_has_the_feeds_read_again() {
 #[test]
 fn a_log_restart_is_seen_by_a_feed_reading_from_the_start() {
     let mut gw = gateway(0);
-    assert_eq!(
-        gw.handle_feed_page(P0, 0, &page(records(P0, 3), 3), false, 1),
-        3
-    );
+    assert_eq!(gw.handle_feed_page(P0, 0, &page(records(P0, 3), 3), 1), 3);
     // The partition lost its memory and took two writes; the feed was rewound to 0 (a new
     // target, a rebuilt delegator), so it cannot tell: the page looks like an ordinary one.
-    let next = gw.handle_feed_page(P0, 0, &page(records(P0, 2), 2), false, 2);
+    let next = gw.handle_feed_page(P0, 0, &page(records(P0, 2), 2), 2);
     assert_eq!(
         (next, gw.generation(P0)),
         (0, 1),
         "a new generation, read again"
     );
-    assert_eq!(
-        gw.handle_feed_page(P0, 0, &page(records(P0, 2), 2), false, 3),
-        2
-    );
+    assert_eq!(gw.handle_feed_page(P0, 0, &page(records(P0, 2), 2), 3), 2);
     assert_eq!(
         gw.delegator(PEER_SITE).and_then(|d| d.resume_after(P0)),
         Some(generations::wan_seq(1, 2)),
         "the new writes ship (under the old generation they were taken for seqs 1..=2 again)"
     );
     // An ordinary page behind nothing shipped changes nothing.
-    assert_eq!(
-        gw.handle_feed_page(P1, 0, &page(records(P1, 1), 1), false, 4),
-        1
-    );
+    assert_eq!(gw.handle_feed_page(P1, 0, &page(records(P1, 1), 1), 4), 1);
     assert_eq!(gw.generation(P1), 0);
 }
 
@@ -457,11 +442,11 @@ fn a_stream_begun_mid_log_on_a_live_link_makes_the_delegator_greet_again() {
     for (partition, n, new_generation, closed) in cases {
         if new_generation {
             // The partition lost its memory before any record of it was shipped here.
-            gw.handle_feed_page(partition, 5, &page(Vec::new(), 0), true, 1);
+            gw.handle_feed_page(partition, 5, &page(Vec::new(), 0), 1);
             assert_eq!(gw.generation(partition), 1);
         }
         assert_eq!(
-            gw.handle_feed_page(partition, 0, &page(records(partition, n), n), false, 2),
+            gw.handle_feed_page(partition, 0, &page(records(partition, n), n), 2),
             n
         );
         let close = gw.poll_close_link();

@@ -452,9 +452,7 @@ impl Gateway {
                 }
                 self.feed_primed[p] = true;
                 let generation = self.core.generation(partition);
-                let next = self
-                    .core
-                    .handle_feed_page(partition, after, &page, restarted, now_ms);
+                let next = self.core.handle_feed_page(partition, after, &page, now_ms);
                 self.feed_after[p] = next;
                 if self.core.generation(partition) > generation {
                     ctx.stats.log_restarts += 1;
