@@ -29,12 +29,15 @@ pub enum Causality {
 /// the HLC, which keeps rising across a restart, they stay above the site's earlier writes and
 /// meet those as concurrent (resolved) at worst.
 ///
-/// Stored as `(site, count)` pairs sorted by site, inline for up to four sites: every write copies
+/// Stored as `(site, count)` pairs sorted by site, inline for up to two sites: every write copies
 /// its entry's vector into the new version and the change log, and a heap allocation per copy was
-/// a measurable share of the write path. Encoded as a sequence of pairs (the same postcard bytes as
-/// a map); decoding normalizes hostile input (unsorted, duplicate or zero entries).
+/// a measurable share of the write path. Two, not more: the vector sits in every stored entry and
+/// change record, and each inline pair costs 16 bytes there; an entry written at two sites (the
+/// usual active-active pair) still never allocates, one written at three or more does. Encoded as a
+/// sequence of pairs (the same postcard bytes as a map); decoding normalizes hostile input
+/// (unsorted, duplicate or zero entries).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct VersionVector(SmallVec<[(SiteId, u64); 4]>);
+pub struct VersionVector(SmallVec<[(SiteId, u64); 2]>);
 
 impl VersionVector {
     pub fn new() -> Self {
@@ -140,7 +143,7 @@ impl FromIterator<(SiteId, u64)> for VersionVector {
             iter.into_iter().filter(|&(_, c)| c > 0).collect();
         pairs.sort_unstable();
         // Sorted by (site, count): of equal sites the last has the largest count.
-        let mut normalized: SmallVec<[(SiteId, u64); 4]> = SmallVec::with_capacity(pairs.len());
+        let mut normalized: SmallVec<[(SiteId, u64); 2]> = SmallVec::with_capacity(pairs.len());
         for (site, count) in pairs {
             match normalized.last_mut() {
                 Some(last) if last.0 == site => last.1 = count,

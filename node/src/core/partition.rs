@@ -61,8 +61,11 @@ pub struct PartitionCore {
     config: PartitionConfig,
     hlc: Hlc,
     /// Every stored entry: live values, values whose TTL passed but are not swept yet, and
-    /// tombstones.
-    entries: HashMap<Bytes, Versioned, FixedState>,
+    /// tombstones. Boxed: the table keeps between 7/16 and 7/8 of its slots full, and an empty
+    /// slot costs its full width; at 40 bytes a slot instead of 184 the table's own overhead
+    /// stays small whatever its load (measured: 408 → 220 bytes per key at 15k keys in a
+    /// partition, just past a doubling), for one more pointer to follow per lookup.
+    entries: HashMap<Bytes, Box<Versioned>, FixedState>,
     /// All stored keys in SCAN order.
     scan_index: BTreeSet<(u64, Bytes)>,
     /// Live values with a TTL, by deadline: when due they turn into tombstones.
@@ -230,7 +233,7 @@ impl PartitionCore {
     /// The stored entry for `key`, tombstones and expired entries included (for replication,
     /// checkers and tests; clients go through `handle_command`).
     pub fn entry(&self, key: &[u8]) -> Option<&Versioned> {
-        self.entries.get(key)
+        self.entries.get(key).map(|entry| &**entry)
     }
 
     /// Entries holding a value, including ones whose TTL has passed but that no command or tick
@@ -264,7 +267,7 @@ impl PartitionCore {
         now_ms: u64,
     ) -> RemoteApplied {
         let clock = self.hlc.observe(incoming.version.hlc, now_ms).map(|_| ());
-        let mut slot = self.entries.get(&key).cloned();
+        let mut slot = self.entries.get(&key).map(|entry| Versioned::clone(entry));
         let outcome = reconcile_into(resolver, &key, &mut slot, incoming);
         let seq = match (outcome, slot) {
             (Outcome::Unchanged, _) | (_, None) => None,
@@ -392,7 +395,7 @@ impl PartitionCore {
             }
             bytes = bytes.saturating_add(size);
             last_position = Some(*position);
-            entries.push((*position, key.clone(), entry.clone()));
+            entries.push((*position, key.clone(), Versioned::clone(entry)));
         }
         WanDumpPage {
             entries,
@@ -437,6 +440,7 @@ impl PartitionCore {
         self.scan_index
             .iter()
             .filter_map(|(_, key)| self.entries.get_key_value(key))
+            .map(|(key, entry)| (key, &**entry))
     }
 
     /// Replace all state with a snapshot taken at `last_seq`; the change log restarts after it.
@@ -684,7 +688,7 @@ impl PartitionCore {
             self.expire_value(key, deadline);
             return None;
         }
-        self.entries.get(key)
+        self.entries.get(key).map(|entry| &**entry)
     }
 
     /// Commit a client write of `value` to `key`, unless the WAN gateway's hold refuses it
@@ -743,14 +747,14 @@ impl PartitionCore {
         copy: impl FnOnce(&Versioned) -> R,
     ) -> R {
         let slot = self.entries.get_mut(key);
-        let entry = make(slot.as_deref());
+        let entry = make(slot.as_deref().map(|entry| &**entry));
         let copied = copy(&entry);
         let new_index = deadline_index(&entry);
         let new_is_value = !entry.is_tombstone();
         let old = match slot {
-            Some(slot) => Some(std::mem::replace(slot, entry)),
+            Some(slot) => Some(std::mem::replace(&mut **slot, entry)),
             None => {
-                self.entries.insert(key.clone(), entry);
+                self.entries.insert(key.clone(), Box::new(entry));
                 self.scan_index.insert((scan_position(key), key.clone()));
                 None
             }
@@ -785,7 +789,7 @@ impl PartitionCore {
     /// Turn the value at `key`, whose deadline `deadline` has passed, into a tombstone with the
     /// same version. Not a write: no new version, no change record.
     fn expire_value(&mut self, key: &[u8], deadline: u64) {
-        let Some((key, entry)) = self.entries.remove_entry(key) else {
+        let Some((key, mut entry)) = self.entries.remove_entry(key) else {
             return;
         };
         debug_assert_eq!(
@@ -796,13 +800,11 @@ impl PartitionCore {
         self.value_entries -= 1;
         self.unindex(&key, &entry);
         let purge_at = deadline.saturating_add(self.config.limits.tombstone_retention_ms);
-        let tombstone = Versioned {
-            value: Value::Tombstone,
-            version: entry.version,
-            expires_at_ms: Some(purge_at),
-        };
+        // The same version, in the same box.
+        entry.value = Value::Tombstone;
+        entry.expires_at_ms = Some(purge_at);
         self.purge_deadlines.insert((purge_at, key.clone()));
-        self.entries.insert(key, tombstone);
+        self.entries.insert(key, entry);
     }
 
     /// Remove a tombstone past retention for good.
