@@ -296,6 +296,7 @@ mod tests {
             ],
             failovers_total: 1,
             wan_writes_refused_total: 0,
+            ..Default::default()
         }
     }
 

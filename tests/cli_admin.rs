@@ -151,6 +151,7 @@ fn published_status() -> NodeStatus {
         members: vec![member(1, MemberState::Up), member(2, MemberState::Up)],
         failovers_total: 1,
         wan_writes_refused_total: 0,
+        ..Default::default()
     }
 }
 

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod host_memory;
 pub mod limits;
 pub mod resp;
 pub mod server;

@@ -36,6 +36,14 @@ pub struct Limits {
     /// lasts). The gateway renews it on every read, so this only bounds how long a gateway that
     /// died keeps writes blocked. 0 disables holds: writes are never refused for the WAN.
     pub wan_hold_ms_max: u64,
+    /// Cap on what this node's partition copies (primaries and backups) may cost, counted as
+    /// keys, values and a fixed per-entry overhead (`core::stored_bytes`; the process's RSS is
+    /// about this plus fixed buffers: change logs, dedup tables, connections). At the cap,
+    /// primaries refuse client writes that store a value (`-OOM`, like Redis's `maxmemory` with
+    /// `noeviction`); reads, deletes and EXPIRE still run, and replicated or remote records are
+    /// always applied (refusing them would break the copies). 0: no cap, unless the node runs
+    /// in a container with a memory limit, where it defaults to half of that limit.
+    pub data_bytes_max: usize,
     /// How long a delete's tombstone is kept so a concurrent remote write cannot resurrect it.
     pub tombstone_retention_ms: u64,
     /// Most expired keys one expiry sweep removes from a partition (bounds a tick's latency).
@@ -94,6 +102,7 @@ impl Default for Limits {
             partition_mailbox_messages_max: 4096,
             change_log_bytes_max: 1024 * 1024,
             wan_hold_ms_max: 60_000,
+            data_bytes_max: 0,
             tombstone_retention_ms: 24 * 60 * 60 * 1000,
             expiry_sweep_keys_max: 1000,
             scan_count_max: 10_000,

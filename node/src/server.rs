@@ -16,6 +16,7 @@ use crate::cluster::{
 };
 use crate::config::{ClusterConfig, ConfigError, NodeConfig};
 use crate::core::{Keyspace, KeyspaceError};
+use crate::host_memory;
 use crate::resp::{NodeContext, accept_loop};
 use crate::shell::{
     Admin, ClusterActor, ClusterParts, CommitWatch, Dispatcher, DrainSelf, Forwarder, MapLog,
@@ -509,7 +510,24 @@ fn boot(
     } = membership;
     let view = Arc::new(MapView::new(log.map().clone(), me, incarnation));
     let routes = Arc::new(Routes::new(&view));
-    let board = Arc::new(ReplicaBoard::new(keyspace.partition_count()));
+    let data_cap = host_memory::effective_data_cap(
+        config.limits.data_bytes_max,
+        host_memory::container_memory_limit_bytes(),
+    );
+    match data_cap {
+        host_memory::DataCap::HalfOfContainerLimit { limit_bytes, cap } => tracing::info!(
+            limit_bytes,
+            data_bytes_max = cap,
+            "limits.data_bytes_max not set: capping data at half the container's memory limit"
+        ),
+        host_memory::DataCap::None => tracing::info!(
+            "limits.data_bytes_max not set and no container memory limit: data is not capped"
+        ),
+        host_memory::DataCap::Configured(_) => {}
+    }
+    let board = Arc::new(
+        ReplicaBoard::new(keyspace.partition_count()).with_data_bytes_max(data_cap.bytes()),
+    );
     let forwarder = transport
         .as_ref()
         .map(|_| Arc::new(Forwarder::new(Arc::clone(&peers))));

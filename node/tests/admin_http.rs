@@ -194,6 +194,9 @@ fn sample_status(ready: bool) -> NodeStatus {
         ],
         failovers_total: 2,
         wan_writes_refused_total: 7,
+        memory_writes_refused_total: 3,
+        data_bytes: 4096,
+        data_bytes_max: 8192,
     }
 }
 
@@ -376,6 +379,9 @@ async fn metrics_are_openmetrics_with_the_right_families_and_values() {
             ("tern_map_leader", 1.0),
             ("tern_failovers_total", 2.0),
             ("tern_writes_refused_wan_full_total", 7.0),
+            ("tern_writes_refused_memory_full_total", 3.0),
+            ("tern_data_bytes", 4096.0),
+            ("tern_data_bytes_max", 8192.0),
             (r#"tern_partition_role{partition="0",role="primary"}"#, 1.0),
             (r#"tern_partition_role{partition="0",role="backup"}"#, 0.0),
             (r#"tern_partition_role{partition="2",role="primary"}"#, 0.0),

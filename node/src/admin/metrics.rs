@@ -183,6 +183,24 @@ fn encode_status(status: &NodeStatus, encoder: &mut DescriptorEncoder) -> fmt::R
         "Client writes refused because the WAN backlog to a remote site was full (overflow = block_writes).",
         status.wan_writes_refused_total,
     )?;
+    counter(
+        encoder,
+        "tern_writes_refused_memory_full",
+        "Client writes refused because the node was over data_bytes_max.",
+        status.memory_writes_refused_total,
+    )?;
+    gauge(
+        encoder,
+        "tern_data_bytes",
+        "What this node's partition copies cost as counted against data_bytes_max (keys, values, per-entry overhead).",
+        status.data_bytes,
+    )?;
+    gauge(
+        encoder,
+        "tern_data_bytes_max",
+        "This node's data cap (0: none).",
+        status.data_bytes_max,
+    )?;
 
     let mut roles: Vec<(Labels, u64)> = Vec::new();
     let mut epochs: Vec<(Labels, u64)> = Vec::new();

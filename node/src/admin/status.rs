@@ -28,6 +28,16 @@ pub struct NodeStatus {
     /// logs (`[wan] overflow = "block_writes"` and a full backlog).
     #[serde(default)]
     pub wan_writes_refused_total: u64,
+    /// Client writes this node's primaries refused because it was over `data_bytes_max`.
+    #[serde(default)]
+    pub memory_writes_refused_total: u64,
+    /// What the node's partition copies (primaries and backups) cost, as counted against
+    /// `data_bytes_max` (keys, values and a per-entry overhead).
+    #[serde(default)]
+    pub data_bytes: u64,
+    /// The node's data cap; 0: none.
+    #[serde(default)]
+    pub data_bytes_max: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

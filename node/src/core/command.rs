@@ -199,6 +199,11 @@ pub enum CommandError {
         "TRYAGAIN WAN backlog to a remote site is full (overflow = block_writes); write refused"
     )]
     WanBacklogFull,
+    /// The node holding the partition's primary has reached `data_bytes_max` (its partitions'
+    /// data, counted by [`crate::core::stored_bytes`]). Nothing was applied; reads, deletes and
+    /// EXPIRE still work, like Redis's `noeviction` policy.
+    #[error("OOM command not allowed when used memory > 'maxmemory' (data_bytes_max reached)")]
+    OutOfMemory,
 }
 
 pub type CommandResult = Result<Response, CommandError>;

@@ -16,7 +16,7 @@ pub use integer::parse_strict_i64;
 pub use keyspace::{Keyspace, KeyspaceError, PartitionId, SLOT_COUNT, slot_of};
 pub use partition::{
     ChangeRecord, LogTruncated, PartitionConfig, PartitionCore, RemoteApplied, SCAN_POSITION_END,
-    SeqGap, scan_position,
+    SeqGap, scan_position, stored_bytes,
 };
 pub use replica::{
     Answer, AssignmentFacts, MapProposal, Redirect, ReplicaCore, ReplicaId, Replicate,

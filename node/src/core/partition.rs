@@ -74,6 +74,14 @@ pub struct PartitionCore {
     purge_deadlines: BTreeSet<(u64, Bytes)>,
     /// Entries holding a value (not a tombstone), including not-yet-swept expired ones.
     value_entries: usize,
+    /// [`stored_bytes`] of every entry, tombstones included: what this copy of the partition
+    /// costs, summed by the shell against the node's `data_bytes_max`.
+    data_bytes: usize,
+    /// Input from the shell: the node is over `data_bytes_max`; client writes that store a value
+    /// are refused ([`CommandError::OutOfMemory`]).
+    memory_full: bool,
+    /// Client writes refused because of [`Self::memory_full`] (for the node's metrics).
+    memory_writes_refused: u64,
     log: ChangeLog,
     /// Which resolver settles concurrent versions of which key, for [`Command::WanApply`]. Only
     /// the primary uses it: backups replicate the resolved entry.
@@ -111,6 +119,9 @@ impl PartitionCore {
             value_deadlines: BTreeSet::new(),
             purge_deadlines: BTreeSet::new(),
             value_entries: 0,
+            data_bytes: 0,
+            memory_full: false,
+            memory_writes_refused: 0,
             log,
             resolvers: Arc::default(),
             wan_hold: None,
@@ -133,6 +144,13 @@ impl PartitionCore {
 
     /// Execute one client command at physical time `now_ms` (unix milliseconds).
     pub fn handle_command(&mut self, command: Command, now_ms: u64) -> CommandResult {
+        if self.memory_full && matches!(command, Command::Set { .. } | Command::IncrBy { .. }) {
+            // Like Redis's `noeviction`: refuse what stores a value, before looking at the key
+            // (so a write that would shrink the data is refused too: the rule stays simple to
+            // predict); reads, DEL, EXPIRE and FLUSHALL still run and are how room is made.
+            self.memory_writes_refused += 1;
+            return Err(CommandError::OutOfMemory);
+        }
         match command {
             Command::Get { key } => Ok(Response::Value(self.live(&key, now_ms).map(render))),
             Command::Set {
@@ -234,6 +252,21 @@ impl PartitionCore {
     /// checkers and tests; clients go through `handle_command`).
     pub fn entry(&self, key: &[u8]) -> Option<&Versioned> {
         self.entries.get(key).map(|entry| &**entry)
+    }
+
+    /// What the stored entries cost, by [`stored_bytes`].
+    pub fn data_bytes(&self) -> usize {
+        self.data_bytes
+    }
+
+    /// Client writes refused so far because the node was over its data cap.
+    pub fn memory_writes_refused(&self) -> u64 {
+        self.memory_writes_refused
+    }
+
+    /// Whether the shell last said the node is over its data cap.
+    pub fn set_memory_full(&mut self, full: bool) {
+        self.memory_full = full;
     }
 
     /// Entries holding a value, including ones whose TTL has passed but that no command or tick
@@ -454,6 +487,7 @@ impl PartitionCore {
         self.value_deadlines.clear();
         self.purge_deadlines.clear();
         self.value_entries = 0;
+        self.data_bytes = 0;
         for (key, entry) in entries {
             let _ = self
                 .hlc
@@ -751,6 +785,7 @@ impl PartitionCore {
         let copied = copy(&entry);
         let new_index = deadline_index(&entry);
         let new_is_value = !entry.is_tombstone();
+        let new_bytes = stored_bytes(key, &entry.value);
         let old = match slot {
             Some(slot) => Some(std::mem::replace(&mut **slot, entry)),
             None => {
@@ -759,7 +794,11 @@ impl PartitionCore {
                 None
             }
         };
+        self.data_bytes += new_bytes;
         if let Some(old) = &old {
+            self.data_bytes = self
+                .data_bytes
+                .saturating_sub(stored_bytes(key, &old.value));
             self.unindex(key, old);
             if !old.is_tombstone() {
                 self.value_entries -= 1;
@@ -801,6 +840,10 @@ impl PartitionCore {
         self.unindex(&key, &entry);
         let purge_at = deadline.saturating_add(self.config.limits.tombstone_retention_ms);
         // The same version, in the same box.
+        self.data_bytes = self
+            .data_bytes
+            .saturating_sub(stored_bytes(&key, &entry.value))
+            + stored_bytes(&key, &Value::Tombstone);
         entry.value = Value::Tombstone;
         entry.expires_at_ms = Some(purge_at);
         self.purge_deadlines.insert((purge_at, key.clone()));
@@ -813,6 +856,9 @@ impl PartitionCore {
             return;
         };
         debug_assert!(entry.is_tombstone(), "only tombstones are purged");
+        self.data_bytes = self
+            .data_bytes
+            .saturating_sub(stored_bytes(&key, &entry.value));
         self.unindex(&key, &entry);
         self.scan_index.remove(&(scan_position(&key), key));
     }
@@ -856,6 +902,25 @@ fn deadline_index(entry: &Versioned) -> Option<(DeadlineKind, u64)> {
         DeadlineKind::ValueExpiry
     };
     Some((kind, at))
+}
+
+/// Memory one stored entry of `key` holding `value` costs, as counted against `data_bytes_max`:
+/// the key and value bytes with their allocations, plus a fixed per-entry overhead measured on
+/// this store (table slot at its average load, the boxed entry with its version, the SCAN
+/// index node share, the shared headers of key and value: ~315 bytes on 64-bit). An estimate,
+/// deterministic so every copy of a partition counts the same; a node's RSS is this sum plus
+/// its fixed buffers (change logs, dedup tables, connections).
+pub fn stored_bytes(key: &[u8], value: &Value) -> usize {
+    const ENTRY_OVERHEAD_BYTES: usize = 320;
+    const ALLOCATION_OVERHEAD_BYTES: usize = 16;
+    let value_bytes = match value {
+        Value::Bytes(bytes) => bytes.len() + ALLOCATION_OVERHEAD_BYTES,
+        Value::Counter(counter) => {
+            std::mem::size_of::<tern_conflict::SiteCounts>() * counter.sites().count() + 48
+        }
+        Value::Tombstone => 0,
+    };
+    ENTRY_OVERHEAD_BYTES + key.len() + ALLOCATION_OVERHEAD_BYTES + value_bytes
 }
 
 fn first_due(index: &BTreeSet<(u64, Bytes)>, now_ms: u64) -> Option<(u64, Bytes)> {
@@ -905,3 +970,7 @@ mod dump_tests;
 #[cfg(test)]
 #[path = "partition_hold_tests.rs"]
 mod partition_hold_tests;
+
+#[cfg(test)]
+#[path = "partition_memory_tests.rs"]
+mod partition_memory_tests;

@@ -302,6 +302,13 @@ impl ReplicaCore {
         &self.core
     }
 
+    /// Input: whether this node is over its data cap (`data_bytes_max`), as the shell last
+    /// summed it over all its partitions. While it is, client writes that store a value are
+    /// refused here as primary; replicated and remote records are always applied.
+    pub fn handle_memory_full(&mut self, full: bool) {
+        self.core.set_memory_full(full);
+    }
+
     /// Requests executed and waiting for backups (primary only).
     pub fn held_responses(&self) -> usize {
         match &self.role {

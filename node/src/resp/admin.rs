@@ -258,6 +258,25 @@ pub const INFO_CLUSTER: u8 = 32;
 const INFO_ALL: u8 =
     INFO_SERVER | INFO_CLIENTS | INFO_MEMORY | INFO_REPLICATION | INFO_CLUSTER | INFO_KEYSPACE;
 
+/// Redis's `*_human` spelling of a byte count: `512B`, `1.50K`, `2.00M`, `3.25G`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "T"),
+        (1 << 30, "G"),
+        (1 << 20, "M"),
+        (1 << 10, "K"),
+    ];
+    for (size, unit) in UNITS {
+        if bytes >= size {
+            // Precision loss above 2^53 bytes is irrelevant for two decimals.
+            #[allow(clippy::cast_precision_loss)]
+            let scaled = bytes as f64 / size as f64;
+            return format!("{scaled:.2}{unit}");
+        }
+    }
+    format!("{bytes}B")
+}
+
 /// INFO's sections as a bitmask; unknown names select nothing, like Redis.
 pub fn info_sections(args: &Args<'_>) -> u8 {
     if args.len() == 1 {
@@ -325,11 +344,26 @@ pub fn info(out: &mut Vec<u8>, node: &NodeContext, sections: u8, keys: i64) {
             ("maxclients", node.limits.connections_max.to_string()),
         ],
     );
+    // used_memory is what counts against maxmemory, as in Redis; here that is the data the
+    // node's partition copies hold (`data_bytes_max`), as last published (about once a tick).
+    let (used, max) = if sections & INFO_MEMORY != 0 {
+        let status = node.status.get();
+        (status.data_bytes, status.data_bytes_max)
+    } else {
+        (0, 0)
+    };
+    let rss = crate::host_memory::resident_bytes().unwrap_or(0);
     section(
         INFO_MEMORY,
         "Memory",
         &[
-            ("maxmemory", "0".to_owned()),
+            ("used_memory", used.to_string()),
+            ("used_memory_human", human_bytes(used)),
+            ("used_memory_rss", rss.to_string()),
+            ("used_memory_rss_human", human_bytes(rss)),
+            ("used_memory_dataset", used.to_string()),
+            ("maxmemory", max.to_string()),
+            ("maxmemory_human", human_bytes(max)),
             ("maxmemory_policy", "noeviction".to_owned()),
         ],
     );
@@ -355,4 +389,24 @@ pub fn info(out: &mut Vec<u8>, node: &NodeContext, sections: u8, keys: i64) {
     };
     section(INFO_KEYSPACE, "Keyspace", &keyspace);
     reply::bulk(out, text.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn byte_counts_read_like_redis() {
+        let cases = [
+            (0, "0B"),
+            (512, "512B"),
+            (1536, "1.50K"),
+            (2 << 20, "2.00M"),
+            ((13 << 30) / 4, "3.25G"),
+            (1 << 40, "1.00T"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(human_bytes(bytes), want, "{bytes}");
+        }
+    }
 }

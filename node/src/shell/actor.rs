@@ -223,9 +223,9 @@ impl PartitionActor {
     }
 
     fn deliver(&mut self) {
-        self.links
-            .board
-            .note_commit(self.partition, self.core.last_seq());
+        let board = &self.links.board;
+        board.note_commit(self.partition, self.core.last_seq());
+        board.note_data_bytes(self.partition, self.core.partition().data_bytes());
         while let Some((id, results)) = self.core.poll_response() {
             self.answer(id, Ok(Outcome::Answered(results)));
         }
@@ -337,9 +337,13 @@ impl Handler<Execute> for PartitionActor {
             return;
         }
         self.wait_for(request.id, reply);
+        let memory_full = self.links.board.memory_full();
         // One clock read per request: its commands share a timestamp, like one Redis
         // event-loop iteration.
-        self.drive(|core| core.handle_request(request, unix_now_ms()));
+        self.drive(|core| {
+            core.handle_memory_full(memory_full);
+            core.handle_request(request, unix_now_ms())
+        });
         drop(permit);
         self.deliver();
         if !self.solo {

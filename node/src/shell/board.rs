@@ -2,6 +2,7 @@
 //! position, backups' acknowledged positions): written by its partition actor after each
 //! assignment and tick, read by the cluster actor when it publishes a `NodeStatus`.
 use crate::core::{PartitionId, ReplicaCore, Role};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
@@ -16,6 +17,8 @@ pub struct ReplicaReport {
     pub failed: bool,
     /// Local writes the partition refused for the WAN gateway's hold (`block_writes`).
     pub wan_writes_refused: u64,
+    /// Client writes the partition refused because the node was over `data_bytes_max`.
+    pub memory_writes_refused: u64,
 }
 
 impl Default for ReplicaReport {
@@ -27,6 +30,7 @@ impl Default for ReplicaReport {
             backups_acked: Vec::new(),
             failed: false,
             wan_writes_refused: 0,
+            memory_writes_refused: 0,
         }
     }
 }
@@ -40,6 +44,7 @@ impl ReplicaReport {
             backups_acked: core.backup_acked_seqs(),
             failed,
             wan_writes_refused: core.partition().wan_writes_refused(),
+            memory_writes_refused: core.partition().memory_writes_refused(),
         }
     }
 }
@@ -50,6 +55,12 @@ pub struct ReplicaBoard {
     /// Per partition, the local replica's last seq, sent on every change: what lets the WAN
     /// gateway's feed wait for a commit instead of polling (see [`CommitWatch`]).
     commits: Box<[watch::Sender<u64>]>,
+    /// Per partition, what the local copy's entries cost (`PartitionCore::data_bytes`), as its
+    /// actor last published it; and their sum, the node's side of `data_bytes_max`.
+    data_bytes: Box<[AtomicUsize]>,
+    data_bytes_total: AtomicUsize,
+    /// 0: no cap.
+    data_bytes_max: usize,
 }
 
 impl ReplicaBoard {
@@ -59,7 +70,43 @@ impl ReplicaBoard {
                 .map(|_| Mutex::new(ReplicaReport::default()))
                 .collect(),
             commits: (0..partitions).map(|_| watch::Sender::new(0)).collect(),
+            data_bytes: (0..partitions).map(|_| AtomicUsize::new(0)).collect(),
+            data_bytes_total: AtomicUsize::new(0),
+            data_bytes_max: 0,
         }
+    }
+
+    /// Caps the data of all local partition copies at `max` bytes (0: no cap).
+    pub fn with_data_bytes_max(mut self, max: usize) -> Self {
+        self.data_bytes_max = max;
+        self
+    }
+
+    /// The local copy of `partition` now costs `bytes` (called after every input).
+    pub fn note_data_bytes(&self, partition: PartitionId, bytes: usize) {
+        if let Some(slot) = self.data_bytes.get(usize::from(partition.0)) {
+            let before = slot.swap(bytes, Ordering::Relaxed);
+            if before != bytes {
+                // A wrapping add of the wrapped difference moves the total down as well as up.
+                self.data_bytes_total
+                    .fetch_add(bytes.wrapping_sub(before), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// What all local partition copies cost, and the cap (0: none).
+    pub fn data_bytes(&self) -> (usize, usize) {
+        (
+            self.data_bytes_total.load(Ordering::Relaxed),
+            self.data_bytes_max,
+        )
+    }
+
+    /// Whether the node has reached its data cap: primaries refuse client writes that store a
+    /// value until deletes, expiries or a failover bring it below again.
+    pub fn memory_full(&self) -> bool {
+        let (used, max) = self.data_bytes();
+        max > 0 && used >= max
     }
 
     /// The local replica of `partition` is at `last_seq` (called after every input; wakes

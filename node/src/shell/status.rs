@@ -30,8 +30,10 @@ pub fn build_status(
 ) -> NodeStatus {
     let me = view.me;
     let map = &view.map;
+    let (data_bytes, data_bytes_max) = board.data_bytes();
     let mut ready = view.registered;
     let mut wan_writes_refused_total = 0;
+    let mut memory_writes_refused_total = 0;
     let partitions = map
         .partitions()
         .iter()
@@ -41,6 +43,7 @@ pub fn build_status(
             let local = a.replicas.contains(&me).then(|| board.get(partition));
             if let Some(report) = &local {
                 wan_writes_refused_total += report.wan_writes_refused;
+                memory_writes_refused_total += report.memory_writes_refused;
                 let caught_up = if a.primary == Some(me) {
                     report.role == Role::Primary && report.epoch == a.epoch
                 } else {
@@ -128,5 +131,8 @@ pub fn build_status(
         members,
         failovers_total,
         wan_writes_refused_total,
+        memory_writes_refused_total,
+        data_bytes: u64::try_from(data_bytes).unwrap_or(u64::MAX),
+        data_bytes_max: u64::try_from(data_bytes_max).unwrap_or(u64::MAX),
     }
 }

@@ -154,6 +154,7 @@ mod wire_results {
             next: Option<u64>,
         },
         WanBacklogFull,
+        OutOfMemory,
     }
 
     /// `ChangeRecord` on the wire (the core type carries no serde).
@@ -214,6 +215,7 @@ mod wire_results {
                 max: *max,
             },
             Err(CommandError::WanBacklogFull) => WireResult::WanBacklogFull,
+            Err(CommandError::OutOfMemory) => WireResult::OutOfMemory,
         }
     }
 
@@ -257,6 +259,7 @@ mod wire_results {
             WireResult::ValueTooLarge { len, max } => Err(CommandError::ValueTooLarge { len, max }),
             WireResult::KeyTooLarge { len, max } => Err(CommandError::KeyTooLarge { len, max }),
             WireResult::WanBacklogFull => Err(CommandError::WanBacklogFull),
+            WireResult::OutOfMemory => Err(CommandError::OutOfMemory),
         }
     }
 
@@ -297,6 +300,7 @@ mod tests {
                 11,
             ),
             (Err(CommandError::WanBacklogFull), 14),
+            (Err(CommandError::OutOfMemory), 15),
         ];
         for (result, tag) in cases {
             let outcome = RequestOutcome {
