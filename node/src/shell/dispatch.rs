@@ -1,6 +1,6 @@
 //! Frames from peers → the actor that handles them: Control to the cluster actor, Replication
-//! to the partition's actor, Forward requests to a task that runs them on the local replica and
-//! Forward answers to the waiting origin. Runs on the node's control thread; it never waits on
+//! to the partition's actor, Forward requests to a task per frame that runs them on the local
+//! replicas and Forward answers to the waiting origin. Runs on the node's control thread; it never waits on
 //! an actor (a forwarded request waits in its own task), so one busy partition cannot stall
 //! replication or membership traffic.
 use super::actor::{Outcome, Replicated};
@@ -86,6 +86,25 @@ impl Dispatcher {
                     commands,
                 ));
             }
+            ForwardMessage::Requests(mut requests) => {
+                requests.retain(|request| {
+                    // As above, per request.
+                    let ours = request.id.origin == from.get();
+                    if !ours {
+                        tracing::warn!(%from, origin = request.id.origin, "forwarded request with a foreign origin dropped");
+                    }
+                    ours
+                });
+                if !requests.is_empty() {
+                    actix::spawn(forward::serve_batch(
+                        self.router.clone(),
+                        Arc::clone(&self.peers),
+                        from,
+                        requests,
+                    ));
+                }
+            }
+            ForwardMessage::Answers(replies) => self.forwarder.complete_all(replies),
             ForwardMessage::Answer { attempt, outcome } => {
                 self.forwarder
                     .complete(outcome.id, attempt, Outcome::Answered(outcome.results));

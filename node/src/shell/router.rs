@@ -16,7 +16,7 @@ use actix::Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot, watch};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ShellError {
@@ -29,6 +29,16 @@ pub enum ShellError {
         partition: PartitionId,
         waited_ms: u64,
     },
+}
+
+/// Why [`Router::try_submit_local`] did not queue a request.
+#[derive(Debug)]
+pub(crate) enum NotQueued {
+    /// The partition's mailbox is full: the request, to submit with
+    /// [`Router::submit_local`], which waits for room.
+    Full(Request),
+    /// The partition is not running.
+    Stopped,
 }
 
 #[derive(Debug)]
@@ -404,10 +414,7 @@ impl Router {
         partition: PartitionId,
         request: Request,
     ) -> Result<oneshot::Receiver<Reply>, ShellError> {
-        let link = self
-            .links
-            .get(usize::from(partition.0))
-            .ok_or(ShellError::Stopped(partition))?;
+        let link = self.link(partition)?;
         let permit = match Arc::clone(&link.slots).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => Arc::clone(&link.slots)
@@ -415,6 +422,37 @@ impl Router {
                 .await
                 .map_err(|_| ShellError::Stopped(partition))?,
         };
+        Self::queue(partition, link, request, permit)
+    }
+
+    /// [`Self::submit_local`] without waiting: a full mailbox hands the request back, so a
+    /// caller serving many requests queues the others before it waits for this one.
+    pub(crate) fn try_submit_local(
+        &self,
+        partition: PartitionId,
+        request: Request,
+    ) -> Result<oneshot::Receiver<Reply>, NotQueued> {
+        let link = self.link(partition).map_err(|_| NotQueued::Stopped)?;
+        let permit = match Arc::clone(&link.slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => return Err(NotQueued::Full(request)),
+            Err(TryAcquireError::Closed) => return Err(NotQueued::Stopped),
+        };
+        Self::queue(partition, link, request, permit).map_err(|_| NotQueued::Stopped)
+    }
+
+    fn link(&self, partition: PartitionId) -> Result<&PartitionLink, ShellError> {
+        self.links
+            .get(usize::from(partition.0))
+            .ok_or(ShellError::Stopped(partition))
+    }
+
+    fn queue(
+        partition: PartitionId,
+        link: &PartitionLink,
+        request: Request,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<oneshot::Receiver<Reply>, ShellError> {
         let (reply, rx) = oneshot::channel();
         if !link.addr.connected() {
             return Err(ShellError::Stopped(partition));

@@ -5,7 +5,9 @@
 //!
 //! - Control: Raft messages, heartbeats, map proposals sent to the Raft leader;
 //! - Replication: one partition's [`ReplicationMessage`];
-//! - Forward: a client request for a partition's primary, and its answer.
+//! - Forward: client requests for a partition's primary, and their answers: one per frame
+//!   (`Request`, `Answer`, `Redirect`) or many per frame (`Requests`, `Answers`), which a
+//!   [`BatchFrame`] builds one item at a time.
 //!
 //! `Command` has no serde (the core stays free of wire concerns); it travels as [`WireCommand`].
 use crate::cluster::{Heartbeat, MapCommand};
@@ -13,7 +15,8 @@ use crate::core::{
     Command, CommandResult, Expiry, ReplicationMessage, RequestId, RequestOutcome, SetCondition,
     TtlUnit,
 };
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use postcard::ser_flavors::Flavor;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tern_conflict::Versioned;
 
@@ -95,6 +98,75 @@ pub enum ForwardMessage {
         epoch: u64,
         primary: Option<u64>,
     },
+    // New variants go last: postcard encodes the variant index, so this keeps the encodings
+    // above unchanged and a node of this release still reads one-request frames.
+    /// Many requests for the receiver's partitions (from one origin, to one primary node).
+    Requests(Vec<ForwardRequest>),
+    /// Answers and redirects to requests that came in `Requests` frames, as they became ready.
+    Answers(Vec<ForwardReply>),
+}
+
+/// Variant indexes of [`ForwardMessage`] as postcard writes them (a varint, one byte here).
+const REQUEST_TAG: u8 = 0;
+const REQUESTS_TAG: u8 = 3;
+const ANSWERS_TAG: u8 = 4;
+
+/// One request of a [`ForwardMessage::Requests`] frame: the fields of `ForwardMessage::Request`,
+/// in the same order, so one item alone encodes exactly like that message's body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardRequest {
+    pub id: RequestId,
+    pub attempt: u32,
+    pub partition: u16,
+    pub commands: Vec<WireCommand>,
+}
+
+/// One item of a [`ForwardMessage::Answers`] frame: `Answer` or `Redirect`, as above.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Answer {
+        attempt: u32,
+        outcome: RequestOutcome,
+    },
+    Redirect {
+        id: RequestId,
+        attempt: u32,
+        epoch: u64,
+        primary: Option<u64>,
+    },
+}
+
+impl ForwardReply {
+    pub fn answer(id: RequestId, attempt: u32, results: Vec<CommandResult>) -> Self {
+        Self::Answer {
+            attempt,
+            outcome: RequestOutcome {
+                id,
+                seq: 0,
+                results,
+            },
+        }
+    }
+}
+
+/// Encodes like a [`ForwardRequest`] but borrows the commands: the origin writes a request
+/// straight from the router's `Command`s, without building (and cloning into) `WireCommand`s.
+#[derive(Debug, Serialize)]
+pub struct ForwardRequestRef<'a> {
+    pub id: RequestId,
+    pub attempt: u32,
+    pub partition: u16,
+    pub commands: CommandsRef<'a>,
+}
+
+/// A slice of commands that serializes as a `Vec<WireCommand>`.
+#[derive(Clone, Copy, Debug)]
+pub struct CommandsRef<'a>(pub &'a [Command]);
+
+impl Serialize for CommandsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(WireCommandRef::from))
+    }
 }
 
 impl ForwardMessage {
@@ -114,11 +186,156 @@ pub fn encode<T: Serialize>(kind: WireKind, value: &T) -> Result<Bytes, WireErro
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(&kind.magic());
     out.extend_from_slice(&WIRE_VERSION.to_le_bytes());
-    postcard::to_io(value, &mut out).map_err(|e| WireError::Encode {
-        kind,
-        reason: e.to_string(),
-    })?;
+    append(kind, value, &mut out)?;
     Ok(Bytes::from(out))
+}
+
+/// Appends `value`'s postcard encoding to `out`; on error `out` is left as it was.
+fn append<T: Serialize + ?Sized>(
+    kind: WireKind,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    let mark = out.len();
+    postcard::serialize_with_flavor(value, AppendTo(out)).map_err(|e| {
+        out.truncate(mark);
+        WireError::Encode {
+            kind,
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// postcard output straight into a caller's `Vec` (its `to_io` writes byte by byte through
+/// `io::Write`; this copies slices).
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Room kept at the front of a [`BatchFrame`] for the envelope, the variant index (1 byte) and
+/// the item count (a varint of at most 5 bytes for a `u32`), written once the count is known.
+const BATCH_PREFIX_BYTES: usize = HEADER_BYTES + 1 + 5;
+
+/// A Forward frame of many items (`Requests` or `Answers`) written one item at a time, so a
+/// sender encodes each item once, straight into the frame, and never holds the items.
+///
+/// Items go after a reserved prefix; [`BatchFrame::finish`] writes envelope, variant and count
+/// right before them. A frame with a single request finishes as a plain `Request` (its body is
+/// the same bytes), which any release reads.
+#[derive(Debug)]
+pub struct BatchFrame {
+    buf: Vec<u8>,
+    items: u32,
+    tag: u8,
+}
+
+impl BatchFrame {
+    /// Multi-item frames are closed once their items pass this many bytes, so one frame never
+    /// holds up the stream (or the receiver's decode) for long; a single item may be larger.
+    pub const SOFT_BYTES_MAX: usize = 64 * 1024;
+
+    pub fn requests() -> Self {
+        Self::new(REQUESTS_TAG)
+    }
+
+    pub fn answers() -> Self {
+        Self::new(ANSWERS_TAG)
+    }
+
+    fn new(tag: u8) -> Self {
+        let mut buf = Vec::with_capacity(512);
+        buf.resize(BATCH_PREFIX_BYTES, 0);
+        Self { buf, items: 0, tag }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.items as usize
+    }
+
+    /// Appends `item` (a [`ForwardRequestRef`] or [`ForwardRequest`] to a `requests()` frame, a
+    /// [`ForwardReply`] to an `answers()` one). When the items would pass
+    /// [`Self::SOFT_BYTES_MAX`], `item` starts a new frame and the full one is returned, to be
+    /// sent first.
+    pub fn push<T: Serialize>(&mut self, item: &T) -> Result<Option<BatchFrame>, WireError> {
+        let mark = self.buf.len();
+        append(WireKind::Forward, item, &mut self.buf)?;
+        let full = self.buf.len() - BATCH_PREFIX_BYTES > Self::SOFT_BYTES_MAX;
+        if full && self.items > 0 {
+            let mut next = Self::new(self.tag);
+            next.buf.extend_from_slice(&self.buf[mark..]);
+            next.items = 1;
+            self.buf.truncate(mark);
+            return Ok(Some(std::mem::replace(self, next)));
+        }
+        // A frame has fewer items than the `u32` count can say: each takes several bytes.
+        self.items += 1;
+        Ok(None)
+    }
+
+    /// The frame to send.
+    pub fn finish(self) -> Bytes {
+        let Self {
+            mut buf,
+            items,
+            tag,
+        } = self;
+        let mut count = [0u8; 5];
+        let count = varint_u32(items, &mut count);
+        let (tag, count) = if tag == REQUESTS_TAG && items == 1 {
+            (REQUEST_TAG, &[][..])
+        } else {
+            (tag, count)
+        };
+        let start = BATCH_PREFIX_BYTES - HEADER_BYTES - 1 - count.len();
+        let mut at = start;
+        for part in [
+            &WireKind::Forward.magic()[..],
+            &WIRE_VERSION.to_le_bytes(),
+            &[tag],
+            count,
+        ] {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        let mut frame = Bytes::from(buf);
+        frame.advance(start);
+        frame
+    }
+}
+
+/// `value` as postcard's varint: 7 bits per byte, low first, high bit = more follow.
+fn varint_u32(mut value: u32, out: &mut [u8; 5]) -> &[u8] {
+    let mut len = 0;
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out[len] = byte;
+            return &out[..=len];
+        }
+        out[len] = byte | 0x80;
+        len += 1;
+    }
 }
 
 pub fn decode<T: DeserializeOwned>(kind: WireKind, bytes: &[u8]) -> Result<T, WireError> {
@@ -209,6 +426,151 @@ pub enum WireCommand {
         bytes_max: u32,
         hold_ms: u32,
     },
+}
+
+/// [`WireCommand`] borrowing its data: the same variants, fields and types in the same order, so
+/// it encodes to the same bytes (a test checks every variant) without cloning a key or value.
+#[derive(Serialize)]
+enum WireCommandRef<'a> {
+    Get {
+        key: &'a Bytes,
+    },
+    Set {
+        key: &'a Bytes,
+        value: &'a Bytes,
+        condition: WireCondition,
+        expiry: Option<WireExpiry>,
+        get: bool,
+    },
+    Del {
+        key: &'a Bytes,
+    },
+    Exists {
+        key: &'a Bytes,
+    },
+    IncrBy {
+        key: &'a Bytes,
+        delta: i64,
+    },
+    Expire {
+        key: &'a Bytes,
+        expiry: WireExpiry,
+    },
+    Ttl {
+        key: &'a Bytes,
+        millis: bool,
+    },
+    Scan {
+        from: u64,
+        count: u64,
+        pattern: Option<&'a Bytes>,
+    },
+    DbSize,
+    FlushAll,
+    WanApply {
+        key: &'a Bytes,
+        entry: &'a Versioned,
+    },
+    WanChanges {
+        after_seq: u64,
+        records_max: u32,
+        bytes_max: u32,
+    },
+    WanDump {
+        from_position: u64,
+        entries_max: u32,
+        bytes_max: u32,
+    },
+    WanChangesHeld {
+        after_seq: u64,
+        records_max: u32,
+        bytes_max: u32,
+        hold_ms: u32,
+    },
+}
+
+impl From<SetCondition> for WireCondition {
+    fn from(condition: SetCondition) -> Self {
+        match condition {
+            SetCondition::Always => Self::Always,
+            SetCondition::IfAbsent => Self::IfAbsent,
+            SetCondition::IfPresent => Self::IfPresent,
+        }
+    }
+}
+
+impl<'a> From<&'a Command> for WireCommandRef<'a> {
+    fn from(command: &'a Command) -> Self {
+        match command {
+            Command::Get { key } => Self::Get { key },
+            Command::Set {
+                key,
+                value,
+                condition,
+                expiry,
+                get,
+            } => Self::Set {
+                key,
+                value,
+                condition: (*condition).into(),
+                expiry: expiry.map(WireExpiry::from),
+                get: *get,
+            },
+            Command::Del { key } => Self::Del { key },
+            Command::Exists { key } => Self::Exists { key },
+            Command::IncrBy { key, delta } => Self::IncrBy { key, delta: *delta },
+            Command::Expire { key, expiry } => Self::Expire {
+                key,
+                expiry: (*expiry).into(),
+            },
+            Command::Ttl { key, unit } => Self::Ttl {
+                key,
+                millis: *unit == TtlUnit::Milliseconds,
+            },
+            Command::Scan {
+                from,
+                count,
+                pattern,
+            } => Self::Scan {
+                from: *from,
+                count: *count as u64,
+                pattern: pattern.as_ref(),
+            },
+            Command::DbSize => Self::DbSize,
+            Command::FlushAll => Self::FlushAll,
+            Command::WanApply { key, entry } => Self::WanApply { key, entry },
+            Command::WanChanges {
+                after_seq,
+                records_max,
+                bytes_max,
+                hold_ms: 0,
+            } => Self::WanChanges {
+                after_seq: *after_seq,
+                records_max: *records_max,
+                bytes_max: *bytes_max,
+            },
+            Command::WanChanges {
+                after_seq,
+                records_max,
+                bytes_max,
+                hold_ms,
+            } => Self::WanChangesHeld {
+                after_seq: *after_seq,
+                records_max: *records_max,
+                bytes_max: *bytes_max,
+                hold_ms: *hold_ms,
+            },
+            Command::WanDump {
+                from_position,
+                entries_max,
+                bytes_max,
+            } => Self::WanDump {
+                from_position: *from_position,
+                entries_max: *entries_max,
+                bytes_max: *bytes_max,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -493,9 +855,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_command_survives_the_wire() {
-        let commands = vec![
+    /// One of each command and option.
+    fn every_command() -> Vec<Command> {
+        vec![
             Command::Get { key: b("k") },
             Command::Set {
                 key: b("k"),
@@ -564,7 +926,12 @@ mod tests {
                 entries_max: 3,
                 bytes_max: u32::MAX,
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn every_command_survives_the_wire() {
+        let commands = every_command();
         let id = RequestId {
             origin: 3,
             counter: 1 << 40,
@@ -655,5 +1022,203 @@ mod tests {
             decode::<ControlMessage>(WireKind::Control, &bytes[..HEADER_BYTES]),
             Err(WireError::Body { .. })
         ));
+    }
+
+    fn request(counter: u64, attempt: u32, partition: u16, commands: &[Command]) -> ForwardRequest {
+        ForwardRequest {
+            id: RequestId { origin: 3, counter },
+            attempt,
+            partition,
+            commands: commands.iter().map(WireCommand::from).collect(),
+        }
+    }
+
+    fn pushed<T: Serialize>(mut frame: BatchFrame, items: &[T]) -> BatchFrame {
+        for item in items {
+            assert!(
+                frame.push(item).expect("encode").is_none(),
+                "split too early"
+            );
+        }
+        frame
+    }
+
+    #[test]
+    fn borrowed_commands_encode_like_wire_commands() {
+        for command in every_command() {
+            assert_eq!(
+                postcard::to_allocvec(&WireCommandRef::from(&command)).expect("encode"),
+                postcard::to_allocvec(&WireCommand::from(&command)).expect("encode"),
+                "{command:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn forward_message_tags_keep_their_encoding() {
+        // Older releases read tags 0-2; the batch variants were appended.
+        let id = RequestId {
+            origin: 1,
+            counter: 2,
+        };
+        let tags = [
+            (ForwardMessage::answer(id, 1, Vec::new()), 1u8),
+            (
+                ForwardMessage::Redirect {
+                    id,
+                    attempt: 1,
+                    epoch: 2,
+                    primary: None,
+                },
+                2,
+            ),
+            (ForwardMessage::Requests(Vec::new()), REQUESTS_TAG),
+            (ForwardMessage::Answers(Vec::new()), ANSWERS_TAG),
+        ];
+        for (message, tag) in tags {
+            let bytes = encode(WireKind::Forward, &message).expect("encode");
+            assert_eq!(bytes.get(HEADER_BYTES), Some(&tag), "{message:?}");
+        }
+        let single = ForwardMessage::Request {
+            id,
+            attempt: 1,
+            partition: 0,
+            commands: Vec::new(),
+        };
+        let bytes = encode(WireKind::Forward, &single).expect("encode");
+        assert_eq!(bytes.get(HEADER_BYTES), Some(&REQUEST_TAG));
+    }
+
+    /// Frames built item by item are byte for byte the messages they stand for, from a single
+    /// request (sent as a plain `Request`) to counts whose varint takes two bytes.
+    #[test]
+    fn batch_frames_are_the_messages_they_stand_for() {
+        let commands = every_command();
+        for count in [1usize, 2, 3, 127, 128, 300] {
+            let requests: Vec<ForwardRequest> = (0..count)
+                .map(|i| {
+                    let some = &commands[i % commands.len()..][..1];
+                    request(i as u64, 1 + i as u32 % 3, (i % 7) as u16, some)
+                })
+                .collect();
+            let borrowed: Vec<ForwardRequestRef<'_>> = (0..count)
+                .map(|i| ForwardRequestRef {
+                    id: requests[i].id,
+                    attempt: requests[i].attempt,
+                    partition: requests[i].partition,
+                    commands: CommandsRef(&commands[i % commands.len()..][..1]),
+                })
+                .collect();
+            let expected = match requests.as_slice() {
+                [one] => ForwardMessage::Request {
+                    id: one.id,
+                    attempt: one.attempt,
+                    partition: one.partition,
+                    commands: one.commands.clone(),
+                },
+                _ => ForwardMessage::Requests(requests.clone()),
+            };
+            let expected_bytes = encode(WireKind::Forward, &expected).expect("encode");
+            for frame in [
+                pushed(BatchFrame::requests(), &requests).finish(),
+                pushed(BatchFrame::requests(), &borrowed).finish(),
+            ] {
+                assert_eq!(frame, expected_bytes, "{count} requests");
+                assert_eq!(decode(WireKind::Forward, &frame), Ok(expected.clone()));
+            }
+
+            let replies: Vec<ForwardReply> = requests
+                .iter()
+                .map(|r| match r.id.counter % 2 {
+                    0 => ForwardReply::answer(r.id, r.attempt, vec![Ok(Response::Int(7))]),
+                    _ => ForwardReply::Redirect {
+                        id: r.id,
+                        attempt: r.attempt,
+                        epoch: 9,
+                        primary: Some(2),
+                    },
+                })
+                .collect();
+            let frame = pushed(BatchFrame::answers(), &replies).finish();
+            let expected = ForwardMessage::Answers(replies);
+            assert_eq!(frame, encode(WireKind::Forward, &expected).expect("encode"));
+            assert_eq!(decode(WireKind::Forward, &frame), Ok(expected));
+        }
+    }
+
+    /// A frame closes once its items pass the soft size: what was in it is handed back whole,
+    /// the item that did not fit starts the next frame, and one large item travels alone.
+    #[test]
+    fn batch_frames_split_past_the_soft_size() {
+        let value = Bytes::from(vec![b'x'; 10_000]);
+        let set = |n: u64, value: &Bytes| {
+            request(
+                n,
+                1,
+                0,
+                &[Command::Set {
+                    key: b("k"),
+                    value: value.clone(),
+                    condition: SetCondition::Always,
+                    expiry: None,
+                    get: false,
+                }],
+            )
+        };
+        let mut frame = BatchFrame::requests();
+        let mut sent: Vec<Vec<ForwardRequest>> = Vec::new();
+        let mut open = Vec::new();
+        let huge = Bytes::from(vec![b'y'; 3 * BatchFrame::SOFT_BYTES_MAX]);
+        let items: Vec<ForwardRequest> = (0..20)
+            .map(|n| set(n, if n == 13 { &huge } else { &value }))
+            .collect();
+        for item in &items {
+            if let Some(full) = frame.push(item).expect("encode") {
+                let bytes = full.finish();
+                assert!(
+                    bytes.len() <= BatchFrame::SOFT_BYTES_MAX + BATCH_PREFIX_BYTES
+                        || open.len() == 1,
+                    "a frame of {} items has {} bytes",
+                    open.len(),
+                    bytes.len()
+                );
+                let items = match decode(WireKind::Forward, &bytes).expect("decode") {
+                    ForwardMessage::Requests(items) => items,
+                    ForwardMessage::Request {
+                        id,
+                        attempt,
+                        partition,
+                        commands,
+                    } => vec![ForwardRequest {
+                        id,
+                        attempt,
+                        partition,
+                        commands,
+                    }],
+                    other => panic!("not requests: {other:?}"),
+                };
+                assert_eq!(items, std::mem::take(&mut open));
+                sent.push(items);
+            }
+            open.push(item.clone());
+        }
+        assert_eq!(frame.len(), open.len());
+        sent.push(open);
+        // Six 10 kB requests fill 64 KiB; the huge one goes alone, and order is kept.
+        let sizes: Vec<usize> = sent.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [6, 6, 1, 1, 6]);
+        assert_eq!(sent.concat(), items);
+    }
+
+    #[test]
+    fn varints_match_postcard() {
+        for value in [0u32, 1, 127, 128, 300, 16_383, 16_384, u32::MAX] {
+            let mut out = [0u8; 5];
+            assert_eq!(
+                varint_u32(value, &mut out),
+                postcard::to_allocvec(&(value as usize)).expect("encode"),
+                "{value}"
+            );
+        }
     }
 }

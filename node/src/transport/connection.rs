@@ -284,6 +284,18 @@ pub(crate) async fn run_writer(
                     if received == 0 {
                         return; // every sender dropped: the link was removed
                     }
+                    if batch.len() < batch_max {
+                        // Let the thread's other ready tasks (packets just received, answers
+                        // being produced) queue their frames first: one write for all of them
+                        // makes fewer, fuller packets, which is what a frame costs most.
+                        tokio::task::yield_now().await;
+                        while batch.len() < batch_max {
+                            match queue.try_recv() {
+                                Ok(frame) => batch.push(frame),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     chunks.clear();
                     encode_batch(&batch, &mut chunks);
                     let frames = batch.len() as u64;
