@@ -607,6 +607,9 @@ impl From<WireExpiry> for Expiry {
     }
 }
 
+/// The owned encoding the borrowed [`WireCommandRef`] must match byte for byte (tests compare
+/// the two); senders encode through the borrowed one.
+#[cfg(test)]
 impl From<&Command> for WireCommand {
     fn from(command: &Command) -> Self {
         match command {
