@@ -42,7 +42,7 @@ async fn connection_commands_answer_like_redis() {
             (&["CONFIG", "GET", "appendonly"], "[\"appendonly\", \"no\"]"),
             (&["CONFIG", "GET", "nosuch"], "[]"),
             (&["COMMAND", "DOCS"], "[]"),
-            (&["COMMAND", "COUNT"], ":32"),
+            (&["COMMAND", "COUNT"], ":33"),
             (&["COMMAND", "INFO", "nosuch"], "[nil]"),
             (&["COMMAND", "INFO", "get"], "[[\"get\", :2, [+readonly, +fast], :1, :1, :1, [], [], [], []]]"),
             (&["COMMAND", "FOO"], "-ERR unknown subcommand 'FOO'. Try COMMAND HELP."),
@@ -322,6 +322,41 @@ async fn a_short_px_expires_the_key() {
         .await;
         // The tick (every 10 ms here) removes it from the count too.
         assert_eq!(c.cmd(&["DBSIZE"]).await, ":0");
+        node.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn memory_usage_answers_what_a_key_costs_against_the_data_cap() {
+    bounded(async {
+        let node = start(test_config()).await;
+        let mut c = Raw::connect(node.local_addr()).await;
+        let value = "v".repeat(64);
+        let cost = tern_node::core::stored_bytes(
+            b"k",
+            &tern_conflict::Value::Bytes(bytes::Bytes::from(value.clone())),
+        );
+        let cost = format!(":{cost}");
+        c.expect_table(&[
+            (&["SET", "k", &value], "+OK"),
+            (&["MEMORY", "USAGE", "k"], &cost),
+            (&["memory", "usage", "k", "SAMPLES", "5"], &cost),
+            (&["MEMORY", "USAGE", "missing"], "nil"),
+            (&["MEMORY", "USAGE", "k", "SAMPLES", "x"], NOT_INTEGER),
+            (&["MEMORY", "USAGE", "k", "EXTRA"], SYNTAX),
+            (
+                &["MEMORY", "STATS"],
+                "-ERR unknown subcommand 'STATS'. Try MEMORY HELP.",
+            ),
+            (
+                &["MEMORY"],
+                "-ERR wrong number of arguments for 'memory' command",
+            ),
+        ])
+        .await;
+        let help = c.cmd(&["MEMORY", "HELP"]).await;
+        assert!(help.contains("USAGE <key> [SAMPLES <count>]"), "{help}");
         node.shutdown().await;
     })
     .await;

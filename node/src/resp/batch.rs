@@ -19,6 +19,9 @@ pub enum Aggregate {
     AllOk,
     /// DBSIZE of every partition feeding the INFO text; the sections bitmask.
     Info(u8),
+    /// One GET answering MEMORY USAGE of a key of this many bytes: what the value costs against
+    /// `data_bytes_max`, or nil.
+    MemoryUsage(usize),
 }
 
 /// SCAN's parsed arguments; executed after the rest of its batch, step by step.

@@ -5,9 +5,10 @@ use super::batch::{Aggregate, Batch, Planned, ScanRequest};
 use super::planner::SCAN_POSITION_BITS;
 use super::reply;
 use super::session::NodeContext;
-use crate::core::{Command, CommandResult, PartitionId, Response};
+use crate::core::{Command, CommandResult, PartitionId, Response, stored_bytes};
 use crate::shell::ShellError;
 use bytes::Bytes;
+use tern_conflict::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Replies are written out once this many bytes are pending, so a pipeline of large values
@@ -100,6 +101,21 @@ fn encode(
                 Ok(_) => reply::simple(out, "none"),
                 Err(err) => reply::error(out, err),
             }
+        }
+        Aggregate::MemoryUsage(key_bytes) => {
+            let mut outcomes = outcomes;
+            match outcomes.next() {
+                // Counters are sized by their rendered value: close, and like Redis's own
+                // answer an estimate.
+                Some(Ok(Response::Value(Some(value)))) => {
+                    let bytes = stored_bytes(&[], &Value::Bytes(value)) + key_bytes;
+                    reply::int(out, i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
+                Some(Ok(_)) => reply::nil(out),
+                Some(Err(err)) => reply::error(out, &err),
+                None => reply::error(out, MISSING_REPLY),
+            }
+            outcomes.for_each(drop);
         }
         Aggregate::Sum => match sum(outcomes) {
             Ok(total) => reply::int(out, total),

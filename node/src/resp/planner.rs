@@ -101,6 +101,7 @@ pub fn plan(args: Args<'_>, session: &mut Session, node: &NodeContext, batch: &m
         Kind::Get => single(node, batch, Aggregate::Single, args.get(1), |key| {
             Ok(Command::Get { key })
         }),
+        Kind::Memory => memory(&args, node, batch),
         Kind::Type => single(node, batch, Aggregate::Type, args.get(1), |key| {
             Ok(Command::Exists { key })
         }),
@@ -211,6 +212,44 @@ fn value(node: &NodeContext, arg: &[u8]) -> Result<Bytes, Refusal> {
         .to_string());
     }
     Ok(Bytes::copy_from_slice(arg))
+}
+
+/// MEMORY USAGE key [SAMPLES count] (SAMPLES is accepted and ignored: nothing is sampled, the
+/// answer is the key's size as counted against `data_bytes_max`) and MEMORY HELP.
+fn memory(args: &Args<'_>, node: &NodeContext, batch: &mut Batch) -> Result<Flow, Refusal> {
+    let sub = args.get(1).to_ascii_lowercase();
+    match sub.as_slice() {
+        b"usage" if args.len() == 3 || (args.len() == 5 && args.is(3, "samples")) => {
+            if args.len() == 5 && parse_i64(args.get(4)).is_none_or(|n| n < 0) {
+                return Err(CommandError::NotAnInteger.to_string());
+            }
+            let key_bytes = args.get(2).len();
+            single(
+                node,
+                batch,
+                Aggregate::MemoryUsage(key_bytes),
+                args.get(2),
+                |key| Ok(Command::Get { key }),
+            )
+        }
+        b"usage" => Err(SYNTAX_ERROR.to_owned()),
+        b"help" => immediate(batch, |out| {
+            let lines: [&[u8]; 4] = [
+                b"MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                b"USAGE <key> [SAMPLES <count>]",
+                b"    Return the memory the key and its value cost, in bytes (as counted against data_bytes_max).",
+                b"HELP",
+            ];
+            reply::array(out, lines.len());
+            for line in lines {
+                reply::simple(out, &String::from_utf8_lossy(line));
+            }
+        }),
+        _ => Err(format!(
+            "ERR unknown subcommand '{}'. Try MEMORY HELP.",
+            String::from_utf8_lossy(args.get(1))
+        )),
+    }
 }
 
 fn single(

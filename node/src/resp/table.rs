@@ -24,6 +24,7 @@ pub enum Kind {
     Info,
     MGet,
     MSet,
+    Memory,
     PExpire,
     Ping,
     PTtl,
@@ -84,7 +85,7 @@ const NO_AUTH: &[&str] = &[
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 32] = [
+    pub const ALL: [Kind; 33] = [
         Kind::Auth,
         Kind::Client,
         Kind::Cluster,
@@ -106,6 +107,7 @@ impl Kind {
         Kind::Info,
         Kind::MGet,
         Kind::MSet,
+        Kind::Memory,
         Kind::PExpire,
         Kind::Ping,
         Kind::PTtl,
@@ -148,6 +150,7 @@ impl Kind {
             b"info" => Kind::Info,
             b"mget" => Kind::MGet,
             b"mset" => Kind::MSet,
+            b"memory" => Kind::Memory,
             b"pexpire" => Kind::PExpire,
             b"ping" => Kind::Ping,
             b"pttl" => Kind::PTtl,
@@ -209,6 +212,8 @@ impl Kind {
             Kind::Set => &const { spec("set", -3, WRITE_DENYOOM, ONE_KEY) },
             Kind::Ttl => &const { spec("ttl", 2, READ_FAST, ONE_KEY) },
             Kind::Type => &const { spec("type", 2, READ_FAST, ONE_KEY) },
+            // A container command like CLUSTER; MEMORY USAGE's key is its third argument.
+            Kind::Memory => &const { spec("memory", -2, &[], NO_KEYS) },
         }
     }
 
