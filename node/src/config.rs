@@ -628,7 +628,7 @@ impl NodeConfig {
         let l = &self.limits;
         // The smallest values with which the node still works: a frame must hold at least
         // `*1\r\n$4\r\nPING\r\n`, SET needs 3 arguments, and so on.
-        let minimums: [(&'static str, usize, usize); 14] = [
+        let minimums: [(&'static str, usize, usize); 15] = [
             ("frame_bytes_max", l.frame_bytes_max, 64),
             ("value_bytes_max", l.value_bytes_max, 1),
             ("key_bytes_max", l.key_bytes_max, 1),
@@ -651,6 +651,11 @@ impl NodeConfig {
             ("catchup_batch_bytes_max", l.catchup_batch_bytes_max, 1),
             ("dedup_requests_max", l.dedup_requests_max, 1),
             ("epoch_history_entries_max", l.epoch_history_entries_max, 1),
+            (
+                "forward_requests_pending_max",
+                l.forward_requests_pending_max,
+                1,
+            ),
         ];
         for (field, value, min) in minimums {
             if value < min {
@@ -678,14 +683,26 @@ impl NodeConfig {
                 });
             }
         }
-        // tokio's semaphore (the mailbox bound) refuses more than usize::MAX >> 3 permits.
-        let mailbox_max = tokio::sync::Semaphore::MAX_PERMITS;
-        if l.partition_mailbox_messages_max > mailbox_max {
-            return Err(ConfigError::LimitTooLarge {
-                field: "partition_mailbox_messages_max",
-                max: mailbox_max,
-                value: l.partition_mailbox_messages_max,
-            });
+        // tokio's semaphore (the mailbox and forwarding bounds) refuses more than
+        // usize::MAX >> 3 permits.
+        let permits_max = tokio::sync::Semaphore::MAX_PERMITS;
+        for (field, value) in [
+            (
+                "partition_mailbox_messages_max",
+                l.partition_mailbox_messages_max,
+            ),
+            (
+                "forward_requests_pending_max",
+                l.forward_requests_pending_max,
+            ),
+        ] {
+            if value > permits_max {
+                return Err(ConfigError::LimitTooLarge {
+                    field,
+                    max: permits_max,
+                    value,
+                });
+            }
         }
         for (field, value) in [
             ("value_bytes_max", l.value_bytes_max),

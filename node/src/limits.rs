@@ -88,6 +88,11 @@ pub struct Limits {
     pub forward_attempt_timeout_ms: u64,
     /// Pause before retrying after a redirect, when the map has not moved yet.
     pub forward_backoff_ms: u64,
+    /// Most requests this node has forwarded to other nodes and not yet seen answered (each
+    /// holds its commands and a waiter in memory). At the cap a new forwarded request waits,
+    /// and its client connection with it, until one in flight ends; if none does within its
+    /// `forward_retry_ms_max`, the client gets `-TRYAGAIN`. Nothing in flight is dropped.
+    pub forward_requests_pending_max: usize,
 }
 
 impl Default for Limits {
@@ -120,6 +125,7 @@ impl Default for Limits {
             forward_retry_ms_max: 5000,
             forward_attempt_timeout_ms: 1000,
             forward_backoff_ms: 20,
+            forward_requests_pending_max: 100_000,
         }
     }
 }

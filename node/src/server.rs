@@ -530,7 +530,7 @@ fn boot(
     );
     let forwarder = transport
         .as_ref()
-        .map(|_| Arc::new(Forwarder::new(Arc::clone(&peers))));
+        .map(|_| Arc::new(Forwarder::new(Arc::clone(&peers), &config.limits)));
     // The cluster actor's address exists before the actor, so partition actors can hold it.
     let cluster_ctx = actix::Context::<ClusterActor>::new();
     let cluster_addr = cluster_ctx.address();

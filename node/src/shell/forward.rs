@@ -12,24 +12,36 @@
 //! queue) loses its attempts at once: their waiters are dropped, so the router's retry sees the
 //! attempt lost and backs off before trying that node again.
 //!
+//! Bound: at most `forward_requests_pending_max` requests wait for an answer at once (module
+//! `pending`). At the cap [`Forwarder::send`] waits for one to end, which holds up the
+//! caller's client connection (backpressure), until the request's own deadline
+//! (`forward_retry_ms_max`); then it is not sent and the router answers `-TRYAGAIN`. Nothing
+//! already in flight is dropped.
+//!
 //! Primary side: [`serve_batch`] runs a frame's requests on the local replicas and answers them
 //! as they complete, those ready together in one frame; [`serve`] runs a request that came
 //! alone and answers it alone (what a node of an older release sends and reads).
+#[cfg(test)]
+mod bound_tests;
 mod outbox;
+mod pending;
 mod serve;
 
+pub use pending::Answer;
 pub use serve::{serve, serve_batch};
 
-use super::actor::{Outcome, Reply};
+use super::actor::Outcome;
 use super::peers::Peers;
 use super::wire::{BatchFrame, CommandsRef, ForwardReply, ForwardRequestRef};
 use crate::cluster::NodeId;
 use crate::core::{Command, PartitionId, RequestId};
+use crate::limits::Limits;
 use crate::transport::Channel;
 use outbox::Outbox;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use tokio::sync::oneshot;
+use pending::Pending;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 #[derive(Debug)]
 pub struct Forwarder {
@@ -42,9 +54,9 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// Inside a tokio runtime (the node's control thread), starts one flusher task per peer on
-    /// it; they stop when the forwarder is dropped.
-    pub fn new(peers: Arc<Peers>) -> Self {
-        let pending = Arc::new(Pending::default());
+    /// it; they stop when the forwarder is dropped. Takes `forward_requests_pending_max`.
+    pub fn new(peers: Arc<Peers>, limits: &Limits) -> Self {
+        let pending = Arc::new(Pending::new(limits.forward_requests_pending_max));
         let outboxes = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => peers
                 .ids()
@@ -67,25 +79,33 @@ impl Forwarder {
         }
     }
 
-    /// Sends attempt `attempt` of request `id` to node `to`. `None` if it could not be queued
-    /// (unknown peer; without outboxes also a full queue or closed link): the caller treats it
-    /// as lost. With an outbox, a refusal by the link drops the returned receiver's sender.
-    pub fn send(
+    /// Sends attempt `attempt` of request `id` to node `to`, first waiting (until `deadline`)
+    /// for a slot if `forward_requests_pending_max` requests are already waiting for answers;
+    /// a retry of `id` whose previous attempt is still registered reuses that attempt's slot.
+    /// `None` if it was not queued (unknown peer, no slot by `deadline`; without outboxes
+    /// also a full queue or closed link): the caller treats it as lost. With an outbox, a
+    /// refusal by the link ends the returned [`Answer`] without a reply.
+    pub async fn send(
         &self,
         to: u64,
         partition: PartitionId,
         id: RequestId,
         attempt: u32,
         commands: &[Command],
-    ) -> Option<oneshot::Receiver<Reply>> {
+        deadline: Instant,
+    ) -> Option<Answer> {
         let to = NodeId::new(to)?;
+        let slot = self.pending.slot(id, deadline).await?;
         let request = ForwardRequestRef {
             id,
             attempt,
             partition: partition.0,
             commands: CommandsRef(commands),
         };
-        let rx = self.pending.register(id, attempt);
+        let rx = self.pending.register(id, attempt, slot);
+        // From here on, every way out (including this function's `None`) drops the entry and
+        // its slot through the answer.
+        let answer = Answer::new(rx, id, attempt, Arc::clone(&self.pending));
         let queued = match self.outboxes.get(&to) {
             Some(outbox) => outbox.push(id, attempt, &request).is_ok(),
             None => {
@@ -94,12 +114,7 @@ impl Forwarder {
                     && self.peers.send(to, Channel::Forward, frame.finish())
             }
         };
-        if queued {
-            Some(rx)
-        } else {
-            self.pending.forget(&[(id, attempt)]);
-            None
-        }
+        queued.then_some(answer)
     }
 
     /// An answer or redirect from the primary.
@@ -126,9 +141,7 @@ impl Forwarder {
     /// Waiters whose origin gave up (the receiver is gone) are dropped here, so the table does
     /// not keep attempts whose answer never came.
     pub fn sweep(&self) {
-        self.pending
-            .lock()
-            .retain(|_, (_, waiter)| !waiter.is_closed());
+        self.pending.sweep();
     }
 }
 
@@ -140,78 +153,11 @@ impl Drop for Forwarder {
     }
 }
 
-/// Each request id's current attempt and its waiter.
-type Waiters = HashMap<RequestId, (u32, oneshot::Sender<Reply>), foldhash::fast::RandomState>;
-
-/// The current attempt of each request id sent to another node, and its waiter.
-#[derive(Debug, Default)]
-struct Pending(Mutex<Waiters>);
-
-impl Pending {
-    fn lock(&self) -> MutexGuard<'_, Waiters> {
-        // The map stays consistent even if a holder panicked (single inserts and removes).
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Makes `attempt` the current one of `id` (dropping an older attempt's waiter).
-    fn register(&self, id: RequestId, attempt: u32) -> oneshot::Receiver<Reply> {
-        let (tx, rx) = oneshot::channel();
-        let replaced = self.lock().insert(id, (attempt, tx));
-        drop(replaced);
-        rx
-    }
-
-    /// Hands each outcome to its attempt's waiter, if that attempt is still the current one.
-    fn complete(&self, outcomes: impl IntoIterator<Item = (RequestId, u32, Outcome)>) {
-        let mut ready = Vec::new();
-        {
-            let mut pending = self.lock();
-            for (id, attempt, outcome) in outcomes {
-                if let Some(waiter) = take_current(&mut pending, id, attempt) {
-                    ready.push((waiter, outcome));
-                }
-            }
-        }
-        // Outside the lock: each send may wake a task on another thread.
-        for (waiter, outcome) in ready {
-            let _ = waiter.send(Ok(outcome));
-        }
-    }
-
-    /// Drops the waiters of these attempts (if still current): they end as lost.
-    fn forget(&self, attempts: &[(RequestId, u32)]) {
-        let mut dropped = Vec::with_capacity(attempts.len());
-        {
-            let mut pending = self.lock();
-            dropped.extend(
-                attempts
-                    .iter()
-                    .filter_map(|&(id, attempt)| take_current(&mut pending, id, attempt)),
-            );
-        }
-        drop(dropped);
-    }
-}
-
-fn take_current(
-    pending: &mut Waiters,
-    id: RequestId,
-    attempt: u32,
-) -> Option<oneshot::Sender<Reply>> {
-    if pending
-        .get(&id)
-        .is_some_and(|(current, _)| *current == attempt)
-    {
-        pending.remove(&id).map(|(_, waiter)| waiter)
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::{RequestOutcome, Response};
+    use std::time::Duration;
 
     fn id(counter: u64) -> RequestId {
         RequestId { origin: 1, counter }
@@ -221,50 +167,19 @@ mod tests {
         Outcome::Answered(vec![Ok(Response::Int(n))])
     }
 
-    /// Only the current attempt of an id is completed; a retry's registration drops the
-    /// earlier attempt's waiter, and a late answer to it is ignored.
-    #[test]
-    fn only_the_current_attempt_is_completed() {
-        let pending = Pending::default();
-        let mut first = pending.register(id(1), 1);
-        let mut second = pending.register(id(1), 2);
-        let mut other = pending.register(id(2), 1);
-        assert!(
-            first
-                .try_recv()
-                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
-        );
-        pending.complete([
-            (id(1), 1, answered(1)),
-            (id(1), 2, answered(2)),
-            (id(2), 5, answered(3)),
-        ]);
-        assert_eq!(second.try_recv(), Ok(Ok(answered(2))));
-        assert!(
-            other
-                .try_recv()
-                .is_err_and(|e| e == oneshot::error::TryRecvError::Empty)
-        );
-        pending.forget(&[(id(2), 9)]);
-        assert!(
-            other
-                .try_recv()
-                .is_err_and(|e| e == oneshot::error::TryRecvError::Empty)
-        );
-        pending.forget(&[(id(2), 1)]);
-        assert!(
-            other
-                .try_recv()
-                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
-        );
-        assert!(pending.lock().is_empty());
+    fn forwarder() -> Forwarder {
+        Forwarder::new(Arc::new(Peers::none()), &Limits::default())
     }
 
     #[test]
     fn an_answers_frame_completes_each_of_its_attempts() {
-        let forwarder = Forwarder::new(Arc::new(Peers::none()));
-        let mut answered_rx = forwarder.pending.register(id(1), 1);
-        let mut redirected_rx = forwarder.pending.register(id(2), 3);
+        let forwarder = forwarder();
+        let register = |counter, attempt| {
+            let slot = forwarder.pending.try_slot().expect("below the cap");
+            forwarder.pending.register(id(counter), attempt, slot)
+        };
+        let mut answered_rx = register(1, 1);
+        let mut redirected_rx = register(2, 3);
         forwarder.complete_all(vec![
             ForwardReply::Redirect {
                 id: id(2),
@@ -291,15 +206,22 @@ mod tests {
         );
     }
 
-    /// A request for a node that is not a peer is refused at once (the router backs off).
+    /// A request for a node that is not a peer is refused at once (the router backs off), and
+    /// gives its slot back.
     #[tokio::test]
     async fn a_request_for_an_unknown_node_is_refused_at_once() {
-        let forwarder = Forwarder::new(Arc::new(Peers::none()));
+        let forwarder = forwarder();
+        let deadline = Instant::now() + Duration::from_secs(5);
         assert!(
             forwarder
-                .send(2, PartitionId(0), id(1), 1, &[Command::DbSize])
+                .send(2, PartitionId(0), id(1), 1, &[Command::DbSize], deadline)
+                .await
                 .is_none()
         );
-        assert!(forwarder.pending.lock().is_empty());
+        assert!(forwarder.pending.is_empty());
+        assert_eq!(
+            forwarder.pending.slots_free(),
+            Limits::default().forward_requests_pending_max
+        );
     }
 }

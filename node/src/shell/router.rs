@@ -8,7 +8,7 @@
 //! Local mailboxes are bounded by a semaphore permit carried by each message, so a full
 //! mailbox means waiting, never dropping.
 use super::actor::{Execute, Outcome, PartitionActor, PartitionFailed, Reply};
-use super::forward::Forwarder;
+use super::forward::{Answer, Forwarder};
 use super::routes::Routes;
 use crate::core::{Command, CommandResult, Keyspace, PartitionId, Request, RequestId};
 use crate::limits::Limits;
@@ -80,7 +80,7 @@ enum Attempt {
     Local(oneshot::Receiver<Reply>),
     Remote {
         to: u64,
-        rx: oneshot::Receiver<Reply>,
+        rx: Answer,
     },
     /// Not sent: no primary known (`to: None`), or `to`'s link refused it (closed link, full
     /// queue, this node's transport stopping). Remembering `to` is what makes the retry loop
@@ -226,8 +226,16 @@ impl Retry {
 
     async fn send(&mut self, partition: PartitionId, to: u64) -> Attempt {
         self.attempt += 1;
+        let deadline = self.started + self.router.site.retry.give_up;
         self.router
-            .attempt(partition, to, self.id, self.attempt, &self.commands)
+            .attempt(
+                partition,
+                to,
+                self.id,
+                self.attempt,
+                &self.commands,
+                deadline,
+            )
             .await
     }
 
@@ -359,8 +367,12 @@ impl Router {
             started: Instant::now(),
             attempt: 1,
         });
+        let deadline = retry.started + site.retry.give_up;
         let first = match site.routes.primary(partition) {
-            Some(to) => self.attempt(partition, to, id, 1, &retry.commands).await,
+            Some(to) => {
+                self.attempt(partition, to, id, 1, &retry.commands, deadline)
+                    .await
+            }
             None => Attempt::Unsent { to: None },
         };
         Ok(PendingReplies {
@@ -379,7 +391,9 @@ impl Router {
         self.submit(partition, commands).await?.wait().await
     }
 
-    /// One try at `to` (this node or another).
+    /// One try at `to` (this node or another). A forward waits for room among the
+    /// `forward_requests_pending_max` until `deadline`, then counts as unsent (so the retry
+    /// loop gives up with `-TRYAGAIN`).
     async fn attempt(
         &self,
         partition: PartitionId,
@@ -387,6 +401,7 @@ impl Router {
         id: RequestId,
         attempt: u32,
         commands: &[Command],
+        deadline: Instant,
     ) -> Attempt {
         if to == self.site.me {
             let request = Request {
@@ -401,7 +416,10 @@ impl Router {
         let Some(forwarder) = &self.site.forwarder else {
             return Attempt::Unsent { to: Some(to) };
         };
-        match forwarder.send(to, partition, id, attempt, commands) {
+        match forwarder
+            .send(to, partition, id, attempt, commands, deadline)
+            .await
+        {
             Some(rx) => Attempt::Remote { to, rx },
             None => Attempt::Unsent { to: Some(to) },
         }
@@ -620,7 +638,7 @@ mod tests {
                 PartitionActor::new(core, actor_view, links, Duration::from_secs(60))
             });
             let routes = Arc::new(Routes::new(&view));
-            let forwarder = Some(Arc::new(Forwarder::new(peers)));
+            let forwarder = Some(Arc::new(Forwarder::new(peers, &limits)));
             let router = Router::new(
                 keyspace,
                 vec![addr],

@@ -5,7 +5,7 @@
 //! flusher runs on the control thread, so by the time it takes the outbox every request queued
 //! meanwhile rides in the same frame: the busier the node, the larger the batch, with no timer
 //! and no added wait when idle.
-use super::Pending;
+use super::pending::Pending;
 use crate::cluster::NodeId;
 use crate::core::RequestId;
 use crate::shell::peers::Peers;
@@ -140,7 +140,8 @@ mod tests {
     }
 
     fn push(outbox: &Outbox, pending: &Pending, counter: u64) -> oneshot::Receiver<Reply> {
-        let rx = pending.register(id(counter), 1);
+        let slot = pending.try_slot().expect("below the cap");
+        let rx = pending.register(id(counter), 1, slot);
         let commands = [Command::DbSize];
         let request = ForwardRequestRef {
             id: id(counter),
@@ -156,7 +157,7 @@ mod tests {
     #[test]
     fn requests_queued_together_share_a_frame() {
         let outbox = Outbox::new(NodeId::new(2).expect("non-zero"));
-        let pending = Pending::default();
+        let pending = Pending::new(10);
         let _rx: Vec<_> = (1..=3).map(|n| push(&outbox, &pending, n)).collect();
         let batches = outbox.take();
         assert_eq!(batches.len(), 1);
@@ -170,7 +171,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_frame_loses_its_attempts_at_once() {
         let outbox = Arc::new(Outbox::new(NodeId::new(2).expect("non-zero")));
-        let pending = Arc::new(Pending::default());
+        let pending = Arc::new(Pending::new(10));
         let flusher = tokio::spawn(flush(
             Arc::clone(&outbox),
             Arc::new(Peers::none()),
