@@ -204,7 +204,8 @@ fn drain_moves_every_primary_off_the_node() {
     apply_all(&mut world.map, &planned);
     assert_eq!(
         world.map.node(drained).map(|n| n.status),
-        Some(NodeStatus::Down)
+        Some(NodeStatus::DownDraining),
+        "down, and still draining should it come back without a restart"
     );
     world
         .alive

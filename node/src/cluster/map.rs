@@ -24,6 +24,15 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The primary's term of a partition. Only rises.
 pub type Epoch = u64;
 
+/// A node's state in the map. Postcard encodes the variant index, so variants are only ever
+/// appended: maps persisted by older builds (without `DownDraining`) still decode.
+///
+/// Liveness questions ("may it be primary, in sync, a handover target?") go through
+/// [`NodeStatus::is_down`]; "is the operator's drain in force?" through
+/// [`NodeStatus::is_draining`]. The drain survives `Down` only for the same incarnation: a node
+/// heard again with the incarnation it went down with was cut off (a network blip) and comes
+/// back `Draining`; one heard with a new incarnation restarted and comes back `Up` as a fresh
+/// member (a rolling restart drains in preStop and relies on the restarted node being `Up`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeStatus {
     Up,
@@ -32,6 +41,60 @@ pub enum NodeStatus {
     /// each partition where it holds one gets a stand-in on an up node, and its copy is dropped
     /// once the partition has its full complement of in-sync backups without it.
     Draining,
+    /// Marked down while draining: down in every respect (fenced, no primary, no copy, never
+    /// in sync, removable like a `Down` node), and the drain is remembered so that `MarkUp`
+    /// with the same incarnation makes it `Draining` again instead of `Up`. `Undrain` makes it
+    /// plain `Down`. Appended last: see the enum's doc.
+    DownDraining,
+}
+
+impl NodeStatus {
+    /// Marked down (fenced until `MarkUp`), whether or not it was draining.
+    pub fn is_down(self) -> bool {
+        matches!(self, Self::Down | Self::DownDraining)
+    }
+
+    /// The operator's drain is in force (the node is leaving), whether or not it is down.
+    pub fn is_draining(self) -> bool {
+        matches!(self, Self::Draining | Self::DownDraining)
+    }
+
+    /// The status after `Drain`, `None` when the node cannot be drained from `self` (only an
+    /// up node can: a down one is fenced already and leaves by `RemoveNode`).
+    pub fn drained(self) -> Option<Self> {
+        (self == Self::Up).then_some(Self::Draining)
+    }
+
+    /// The status after `Undrain`, `None` when no drain is in force. A node undrained while
+    /// down stays down and comes back `Up` on `MarkUp`.
+    pub fn undrained(self) -> Option<Self> {
+        match self {
+            Self::Draining => Some(Self::Up),
+            Self::DownDraining => Some(Self::Down),
+            Self::Up | Self::Down => None,
+        }
+    }
+
+    /// The status after `MarkDown`, `None` when already down.
+    pub fn marked_down(self) -> Option<Self> {
+        match self {
+            Self::Up => Some(Self::Down),
+            Self::Draining => Some(Self::DownDraining),
+            Self::Down | Self::DownDraining => None,
+        }
+    }
+
+    /// The status after an accepted `MarkUp`; `restarted`: the node was registered before and
+    /// now has a new incarnation. A restarted node is a fresh member (`Up`); a node cut off
+    /// and heard again with its incarnation, or registering for the first time, keeps a drain
+    /// the operator asked for.
+    pub fn marked_up(self, restarted: bool) -> Self {
+        if self.is_draining() && !restarted {
+            Self::Draining
+        } else {
+            Self::Up
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,8 +160,9 @@ pub enum MapCommand {
     MarkDown {
         id: NodeId,
     },
-    /// Node heard again (`Down` → `Up`), or heard with a new incarnation (restart: fenced first).
-    /// Incarnations only rise: an older one than registered is rejected.
+    /// Node heard again (`Down` → `Up`, `DownDraining` → `Draining` with the same
+    /// incarnation), or heard with a new incarnation (restart: fenced first, then `Up` even if
+    /// it was draining). Incarnations only rise: an older one than registered is rejected.
     MarkUp {
         id: NodeId,
         incarnation: u64,
@@ -519,22 +583,27 @@ impl PartitionMap {
     }
 
     fn mark_down(&mut self, id: NodeId) -> Result<(), Rejected> {
-        let info = self.info(id)?;
-        if info.status == NodeStatus::Down {
+        let status = self.info(id)?.status;
+        let Some(next) = status.marked_down() else {
             return Err(Rejected::WrongStatus {
                 node: id,
-                status: NodeStatus::Down,
+                status,
                 needed: NodeStatus::Up,
             });
-        }
+        };
         self.fence(id);
         if let Some(info) = self.nodes.get_mut(&id) {
-            info.status = NodeStatus::Down;
+            info.status = next;
         }
         self.reconcile_all();
         Ok(())
     }
 
+    /// Registers `incarnation` of `id` and makes it live again. A drain survives only when the
+    /// node did not restart (same incarnation, or its first registration): a node cut off long
+    /// enough to be marked down comes back `Draining`, so the planner never hands primaries
+    /// back to a node the operator is removing. A new incarnation is a fresh member and comes
+    /// back `Up` (see [`NodeStatus`]).
     fn mark_up(&mut self, id: NodeId, incarnation: u64) -> Result<(), Rejected> {
         let info = self.info(id)?.clone();
         if incarnation < info.incarnation {
@@ -544,20 +613,22 @@ impl PartitionMap {
                 got: incarnation,
             });
         }
+        // Registered before and now a different incarnation: it restarted and lost its data.
+        let restarted = info.incarnation != 0 && info.incarnation != incarnation;
         match info.status {
-            NodeStatus::Down => {}
+            // Fenced when it was marked down.
+            NodeStatus::Down | NodeStatus::DownDraining => {}
             NodeStatus::Up | NodeStatus::Draining if info.incarnation == incarnation => {
                 return Err(Rejected::AlreadyUp {
                     node: id,
                     incarnation,
                 });
             }
-            // Registered before and now a different incarnation: it restarted and lost its data.
-            NodeStatus::Up | NodeStatus::Draining if info.incarnation != 0 => self.fence(id),
+            NodeStatus::Up | NodeStatus::Draining if restarted => self.fence(id),
             NodeStatus::Up | NodeStatus::Draining => {}
         }
         if let Some(info) = self.nodes.get_mut(&id) {
-            info.status = NodeStatus::Up;
+            info.status = info.status.marked_up(restarted);
             info.incarnation = incarnation;
         }
         for a in &mut self.partitions {
@@ -686,7 +757,7 @@ impl PartitionMap {
             return Err(Rejected::AlreadyInSync { partition, node });
         }
         let info = self.info(node)?;
-        if info.status == NodeStatus::Down {
+        if info.status.is_down() {
             return Err(Rejected::WrongStatus {
                 node,
                 status: info.status,
@@ -762,7 +833,7 @@ impl PartitionMap {
         let old = a.primary;
         let old_up = old
             .and_then(|o| self.nodes.get(&o))
-            .is_some_and(|i| i.status != NodeStatus::Down);
+            .is_some_and(|i| !i.status.is_down());
         let a = &mut self.partitions[usize::from(partition.0)];
         a.in_sync.remove(&to);
         // The old primary drained every write to `to` before completing: it holds all of them.
@@ -809,17 +880,17 @@ impl PartitionMap {
     fn set_draining(&mut self, id: NodeId, drain: bool) -> Result<(), Rejected> {
         let status = self.info(id)?.status;
         let (needed, next) = if drain {
-            (NodeStatus::Up, NodeStatus::Draining)
+            (NodeStatus::Up, status.drained())
         } else {
-            (NodeStatus::Draining, NodeStatus::Up)
+            (NodeStatus::Draining, status.undrained())
         };
-        if status != needed {
+        let Some(next) = next else {
             return Err(Rejected::WrongStatus {
                 node: id,
                 status,
                 needed,
             });
-        }
+        };
         if let Some(info) = self.nodes.get_mut(&id) {
             info.status = next;
         }
@@ -1001,11 +1072,7 @@ impl PartitionMap {
             if !a.replicas.iter().chain(&a.preferred).all(known) {
                 return fail("unknown node");
             }
-            let down = |n: &NodeId| {
-                self.nodes
-                    .get(n)
-                    .is_some_and(|i| i.status == NodeStatus::Down)
-            };
+            let down = |n: &NodeId| self.nodes.get(n).is_some_and(|i| i.status.is_down());
             if a.in_sync.iter().any(down) || a.primary.as_ref().is_some_and(down) {
                 return fail("down node primary or in sync");
             }
@@ -1165,6 +1232,41 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    /// Postcard writes the variant index: maps persisted by builds that knew only the first
+    /// three statuses must decode to the same statuses, so a new one is only ever appended.
+    #[test]
+    fn node_statuses_keep_their_persisted_encoding() {
+        // (status, its postcard bytes)
+        let cases = [
+            (NodeStatus::Up, [0u8]),
+            (NodeStatus::Down, [1]),
+            (NodeStatus::Draining, [2]),
+            (NodeStatus::DownDraining, [3]),
+        ];
+        for (status, bytes) in cases {
+            assert_eq!(
+                postcard::to_allocvec(&status).expect("encode"),
+                bytes,
+                "{status:?}"
+            );
+            assert_eq!(
+                postcard::from_bytes::<NodeStatus>(&bytes),
+                Ok(status),
+                "{status:?}"
+            );
+        }
+        let (mut map, _, _) = registered();
+        map.apply(&MapCommand::Drain { id: id(3) }).expect("drain");
+        map.apply(&MapCommand::MarkDown { id: id(3) })
+            .expect("mark down");
+        assert_eq!(
+            map.node(id(3)).map(|i| i.status),
+            Some(NodeStatus::DownDraining)
+        );
+        let bytes = map.encode().expect("encode");
+        assert_eq!(PartitionMap::decode(&bytes), Ok(map));
     }
 
     #[test]

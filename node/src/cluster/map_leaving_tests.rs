@@ -2,6 +2,8 @@
 //! node is promoted only when it alone holds every acknowledged write, and `RemoveNode` waits
 //! until nothing depends on the node (docs/design/site-ha.md, "Membership").
 use super::*;
+use crate::cluster::detector::Liveness;
+use crate::cluster::planner::plan;
 
 fn id(n: u64) -> NodeId {
     NodeId::new(n).expect("test ids are non-zero")
@@ -438,4 +440,248 @@ fn undrain_makes_the_node_a_placement_target_again() {
         then.sort();
         assert_eq!(now, then, "p{p}: back to its placement (stand-ins dropped)");
     }
+}
+
+/// What happens to the leaving node in [`a_drain_survives_down_and_up_only_without_a_restart`].
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    Drain,
+    Undrain,
+    /// The detector calls it dead; the planner marks it down.
+    Silent,
+    /// Heard again with this incarnation; the planner marks it up.
+    Heard(u64),
+    /// The planner and the primaries finish what they have to do ([`settle`]).
+    Settle,
+}
+
+/// The liveness the planner sees: every node alive with its registered incarnation, a down
+/// node dead (still silent), and `changed` as given.
+fn liveness_of(
+    map: &PartitionMap,
+    changed: Option<(NodeId, Liveness)>,
+) -> impl Fn(NodeId) -> Liveness {
+    let statuses: BTreeMap<NodeId, NodeInfo> = map.nodes().clone();
+    move |n| match (changed, statuses.get(&n)) {
+        (Some((c, liveness)), _) if c == n => liveness,
+        (_, Some(i)) if i.status.is_down() => Liveness::Dead,
+        (_, Some(i)) => Liveness::Alive {
+            incarnation: i.incarnation,
+        },
+        (_, None) => Liveness::Unknown,
+    }
+}
+
+/// Runs the planner until it has nothing left to do, as the leader and the primaries would:
+/// handovers complete at once and every replica catches up.
+fn settle(map: &mut PartitionMap) {
+    for _ in 0..32 {
+        catch_up_all(map);
+        let commands = plan(map, &liveness_of(map, None));
+        if commands.is_empty() {
+            return;
+        }
+        for command in commands {
+            ok(map, command.clone());
+            if let MapCommand::StartHandover {
+                partition,
+                epoch,
+                to,
+            } = command
+            {
+                ok(
+                    map,
+                    MapCommand::CompleteHandover {
+                        partition,
+                        epoch,
+                        to,
+                        last_seq: 0,
+                    },
+                );
+            }
+        }
+    }
+    panic!(
+        "the planner did not settle: {:?}",
+        plan(map, &liveness_of(map, None))
+    );
+}
+
+/// Applies `event` to `node` the way the site does: operator requests directly, liveness
+/// changes through the planner (which must notice a down node that is draining, too).
+fn happen(map: &mut PartitionMap, node: NodeId, event: Event) {
+    let (liveness, expected) = match event {
+        Event::Drain => return ok(map, MapCommand::Drain { id: node }),
+        Event::Undrain => return ok(map, MapCommand::Undrain { id: node }),
+        Event::Settle => return settle(map),
+        Event::Silent => (Liveness::Dead, MapCommand::MarkDown { id: node }),
+        Event::Heard(incarnation) => (
+            Liveness::Alive { incarnation },
+            MapCommand::MarkUp {
+                id: node,
+                incarnation,
+            },
+        ),
+    };
+    let commands = plan(map, &liveness_of(map, Some((node, liveness))));
+    assert!(commands.contains(&expected), "{event:?}: {commands:?}");
+    for command in commands {
+        ok(map, command);
+    }
+}
+
+#[test]
+fn a_drain_survives_down_and_up_only_without_a_restart() {
+    use Event::*;
+    // (case, events for node 4 registered at incarnation 1, its status once the site settled)
+    let cases: Vec<(&str, Vec<Event>, NodeStatus)> = vec![
+        (
+            "drain, down mid-drain, heard again (same incarnation)",
+            vec![Drain, Silent, Heard(1)],
+            NodeStatus::Draining,
+        ),
+        (
+            "drained, down, heard again (same incarnation)",
+            vec![Drain, Settle, Silent, Settle, Heard(1)],
+            NodeStatus::Draining,
+        ),
+        (
+            "drain, down and heard again twice (same incarnation)",
+            vec![Drain, Silent, Heard(1), Silent, Settle, Heard(1)],
+            NodeStatus::Draining,
+        ),
+        (
+            "drain, down, restarted (new incarnation)",
+            vec![Drain, Silent, Settle, Heard(2)],
+            NodeStatus::Up,
+        ),
+        (
+            "drain, restarted before it was marked down",
+            vec![Drain, Heard(2)],
+            NodeStatus::Up,
+        ),
+        (
+            "drain, down, undrain while down, heard again",
+            vec![Drain, Silent, Undrain, Heard(1)],
+            NodeStatus::Up,
+        ),
+        (
+            "drain, down, undrain while down",
+            vec![Drain, Silent, Undrain],
+            NodeStatus::Down,
+        ),
+        ("drain, down", vec![Drain, Silent], NodeStatus::DownDraining),
+        (
+            "no drain: down, heard again",
+            vec![Silent, Heard(1)],
+            NodeStatus::Up,
+        ),
+    ];
+    for (case, events, expected) in cases {
+        let mut map = site(4, 1, 16);
+        let node = id(4);
+        for &event in &events {
+            happen(&mut map, node, event);
+        }
+        settle(&mut map);
+        assert_eq!(map.node(node).map(|i| i.status), Some(expected), "{case}");
+        let primaries = map
+            .partitions()
+            .iter()
+            .filter(|a| a.primary == Some(node))
+            .count();
+        if expected == NodeStatus::Up {
+            // Failback gave it its preferred partitions again: a fresh (or undrained) member.
+            assert!(primaries > 0, "{case}: primary nowhere");
+            continue;
+        }
+        // Leaving or down: primary nowhere, no copy, and nothing waits for it.
+        assert_eq!(primaries, 0, "{case}");
+        assert_eq!(map.replicas_on(node), vec![], "{case}");
+        assert_eq!(map.check_removable(node), Ok(()), "{case}");
+        if expected.is_down() {
+            // Re-replication after another failure never picks it either.
+            happen(&mut map, id(3), Silent);
+            settle(&mut map);
+            assert_eq!(map.replicas_on(node), vec![], "{case}, node 3 down too");
+            for a in map.partitions() {
+                assert_eq!(a.replicas.len(), 2, "{case}: copies on nodes 1, 2: {a:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn node_commands_that_do_not_fit_a_down_draining_node_are_rejected() {
+    let mut map = site(4, 1, 16);
+    let node = id(4);
+    happen(&mut map, node, Event::Drain);
+    happen(&mut map, node, Event::Silent);
+    let wrong = |needed| Rejected::WrongStatus {
+        node,
+        status: NodeStatus::DownDraining,
+        needed,
+    };
+    // (command, why it is refused)
+    let cases = [
+        (MapCommand::MarkDown { id: node }, wrong(NodeStatus::Up)),
+        (MapCommand::Drain { id: node }, wrong(NodeStatus::Up)),
+        (
+            MapCommand::MarkUp {
+                id: node,
+                incarnation: 0,
+            },
+            Rejected::StaleIncarnation {
+                node,
+                known: 1,
+                got: 0,
+            },
+        ),
+    ];
+    for (command, expected) in cases {
+        let before = map.clone();
+        assert_eq!(map.apply(&command), Err(expected), "{command:?}");
+        assert_eq!(map, before, "{command:?}: a rejection changes nothing");
+    }
+    ok(&mut map, MapCommand::Undrain { id: node });
+    assert_eq!(
+        map.apply(&MapCommand::Undrain { id: node }),
+        Err(Rejected::WrongStatus {
+            node,
+            status: NodeStatus::Down,
+            needed: NodeStatus::Draining,
+        })
+    );
+}
+
+#[test]
+fn a_node_drained_before_it_registered_stays_draining_when_it_registers() {
+    let peers = (1..=4).map(|n| PeerSpec {
+        id: id(n),
+        addr: format!("h{n}"),
+        zone: None,
+    });
+    let mut map = PartitionMap::bootstrap(16, 1, peers);
+    for n in 1..=3 {
+        ok(
+            &mut map,
+            MapCommand::MarkUp {
+                id: id(n),
+                incarnation: 1,
+            },
+        );
+    }
+    ok(&mut map, MapCommand::Drain { id: id(4) });
+    ok(
+        &mut map,
+        MapCommand::MarkUp {
+            id: id(4),
+            incarnation: 1,
+        },
+    );
+    // No earlier incarnation to tell a restart by: the operator's drain stands.
+    assert_eq!(
+        map.node(id(4)).map(|i| (i.status, i.incarnation)),
+        Some((NodeStatus::Draining, 1))
+    );
 }

@@ -113,7 +113,7 @@ pub fn successor(
 /// hears them, so while it kept leading (it still has a quorum among the nodes not yet
 /// restarted) a restarted peer would never be marked up and a rolling restart would stall.
 pub fn hands_off_leadership(me: NodeId, map: &PartitionMap) -> bool {
-    map.node(me).map(|i| i.status) == Some(NodeStatus::Draining)
+    map.node(me).is_some_and(|i| i.status.is_draining())
 }
 
 /// Whether `id` is leaving the site as far as this leader knows: the operator drained it and

@@ -2,9 +2,10 @@
 //! leader should propose. Pure; run it on the leader after every map change and detector wake-up.
 //!
 //! Rules (docs/design/site-ha.md):
-//! - a node the detector calls dead and not `Down` → `MarkDown`; a `Down` node heard again, or a
-//!   node heard with a newer incarnation than the map's (it restarted) → `MarkUp`; all `MarkUp`s
-//!   first, so a restart is fenced before any silent copy it relies on is marked down;
+//! - a node the detector calls dead and not down → `MarkDown`; a down node (`Down` or
+//!   `DownDraining`) heard again, or a node heard with a newer incarnation than the map's (it
+//!   restarted) → `MarkUp`; all `MarkUp`s first, so a restart is fenced before any silent copy
+//!   it relies on is marked down;
 //! - a partition whose primary is on a draining node → `StartHandover` to an in-sync backup on an
 //!   up node (drain);
 //! - a partition whose preferred primary is in sync, up and alive but not primary →
@@ -47,9 +48,9 @@ pub fn plan(map: &PartitionMap, liveness: &dyn Fn(NodeId) -> Liveness) -> Vec<Ma
         .map(|(id, info)| (*id, info.status, info.incarnation))
     {
         match liveness(id) {
-            Liveness::Dead if status != NodeStatus::Down => downs.push(id),
+            Liveness::Dead if !status.is_down() => downs.push(id),
             Liveness::Alive { incarnation }
-                if (status == NodeStatus::Down && incarnation >= known) || incarnation > known =>
+                if (status.is_down() && incarnation >= known) || incarnation > known =>
             {
                 propose(&mut scratch, MapCommand::MarkUp { id, incarnation });
             }

@@ -611,12 +611,8 @@ impl ClusterActor {
             std::mem::take(&mut self.admin_waits)
                 .into_iter()
                 .partition(|w| {
-                    let status = map.node(w.node).map(|i| i.status);
-                    if w.drain {
-                        status == Some(NodeStatus::Draining)
-                    } else {
-                        status == Some(NodeStatus::Up)
-                    }
+                    map.node(w.node)
+                        .is_some_and(|i| i.status.is_draining() == w.drain)
                 });
         self.admin_waits = waiting;
         for wait in done {
@@ -754,17 +750,26 @@ impl ClusterActor {
             let _ = reply.send(Err(AdminRequestError::UnknownNode(node_id)));
             return;
         };
-        let status = self.view.map.node(node).map(|i| i.status);
-        let (wanted, needed) = if drain {
-            (NodeStatus::Draining, NodeStatus::Up)
-        } else {
-            (NodeStatus::Up, NodeStatus::Draining)
+        let Some(status) = self.view.map.node(node).map(|i| i.status) else {
+            let _ = reply.send(Err(AdminRequestError::UnknownNode(node_id)));
+            return;
         };
-        if status == Some(wanted) {
+        // Already done: the drain is (or is no longer) in force, down or not.
+        if status.is_draining() == drain {
             let _ = reply.send(Ok(()));
             return;
         }
-        if status != Some(needed) {
+        let next = if drain {
+            status.drained()
+        } else {
+            status.undrained()
+        };
+        if next.is_none() {
+            let needed = if drain {
+                NodeStatus::Up
+            } else {
+                NodeStatus::Draining
+            };
             let _ = reply.send(Err(AdminRequestError::Rejected(format!(
                 "node {node_id} is {status:?}, the request needs {needed:?}"
             ))));

@@ -111,7 +111,11 @@ pub fn build_status(
                 zone: info.zone.clone(),
                 state: match info.status {
                     cluster::NodeStatus::Up => MemberState::Up,
-                    cluster::NodeStatus::Down => MemberState::Down,
+                    // Down while draining is down for clients and operators alike; the map
+                    // only remembers the drain for the node's return.
+                    cluster::NodeStatus::Down | cluster::NodeStatus::DownDraining => {
+                        MemberState::Down
+                    }
                     cluster::NodeStatus::Draining => MemberState::Draining,
                 },
                 incarnation: info.incarnation,

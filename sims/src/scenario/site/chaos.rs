@@ -393,7 +393,7 @@ impl Sim {
             let info = map.node(id);
             index != victim
                 && info.is_some_and(|i| {
-                    i.status != NodeStatus::Down
+                    !i.status.is_down()
                         && i.incarnation == node.incarnation()
                         && incarnation.is_none_or(|inc| inc == i.incarnation)
                 })
@@ -436,7 +436,7 @@ impl Sim {
             && members.all(|slot| {
                 slot.node.as_ref().is_some_and(|node| {
                     map.node(slot.id).is_some_and(|info| {
-                        info.status != NodeStatus::Down && info.incarnation == node.incarnation()
+                        !info.status.is_down() && info.incarnation == node.incarnation()
                     })
                 })
             })

@@ -146,10 +146,11 @@ pub struct Config {
     /// (else after, as docs/design/site-ha.md lists the steps: see [`operator`] for why not).
     pub join_configs_first: bool,
     /// Spare a drained node on its way out (it holds no copy any more) from every fault. Off,
-    /// a fault can make a leader mark it down and then up again, which forgets the drain
-    /// (`MarkUp` makes a node `Up`): it gets copies and primaries back while the others'
-    /// configurations are dropping it, and partitions it alone holds wait for it for good
-    /// (reported as a gap of the map's rules; see `tests/site.rs`).
+    /// a crash restarts it with a new incarnation, which forgets the drain (`MarkUp` of a
+    /// restarted node makes it `Up`; a false `MarkDown` and `MarkUp` with the same incarnation
+    /// keeps it): it gets copies and primaries back while the others' configurations are
+    /// dropping it, and partitions it alone holds wait for it for good (reported as a gap of
+    /// the map's rules; see `tests/site.rs`).
     pub shield_leaving: bool,
     /// Let chaos crash a joining node before the leader's snapshot reached it. Off by default:
     /// once the leader made it a voter, its Raft messages make the joiner persist a hard state

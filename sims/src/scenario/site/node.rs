@@ -548,11 +548,7 @@ impl SiteNode {
             in_sync.remove(&me);
         }
         if primary.is_none() && self.config.fault == Some(ShellFault::PromoteAnyReplica) {
-            let up = |n: &NodeId| {
-                self.map
-                    .node(*n)
-                    .is_some_and(|i| i.status != tern_node::cluster::NodeStatus::Down)
-            };
+            let up = |n: &NodeId| self.map.node(*n).is_some_and(|i| !i.status.is_down());
             primary = a.replicas.iter().find(|n| up(n)).map(|n| n.get());
             if let Some(p) = primary {
                 in_sync.remove(&p);
@@ -774,17 +770,23 @@ impl SiteNode {
         let Some(status) = self.map.node(node).map(|i| i.status) else {
             return AdminAnswer::Rejected(format!("unknown node {node}"));
         };
-        let (wanted, needed) = if drain {
-            (NodeStatus::Draining, NodeStatus::Up)
-        } else {
-            (NodeStatus::Up, NodeStatus::Draining)
-        };
-        if status == wanted {
+        // Already done: the drain is (or is no longer) in force, down or not.
+        if status.is_draining() == drain {
             return AdminAnswer::Already;
         }
-        if status != needed {
+        let next = if drain {
+            status.drained()
+        } else {
+            status.undrained()
+        };
+        if next.is_none() {
             return AdminAnswer::Rejected(format!(
-                "node {node} is {status:?}, the request needs {needed:?}"
+                "node {node} is {status:?}, the request needs {:?}",
+                if drain {
+                    NodeStatus::Up
+                } else {
+                    NodeStatus::Draining
+                }
             ));
         }
         self.propose(if drain {

@@ -296,7 +296,8 @@ impl Sim {
                     && !self.drained_and_empty(leaving)
                     && !self.removed(leaving)
                 {
-                    // Back up (a restart or a false `MarkDown` and `MarkUp` forgets the drain):
+                    // Back up (a restart forgets the drain; a false `MarkDown` and `MarkUp`
+                    // with the same incarnation keeps it):
                     // drain it again before going on.
                     if self
                         .newest_map()
@@ -496,7 +497,7 @@ impl Sim {
             return false;
         };
         map.node(slot.id)
-            .is_some_and(|i| i.status != NodeStatus::Down && i.incarnation == running.incarnation())
+            .is_some_and(|i| !i.status.is_down() && i.incarnation == running.incarnation())
     }
 
     fn retire(&mut self, node: usize) {
