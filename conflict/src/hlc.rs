@@ -26,6 +26,15 @@ impl HlcTimestamp {
         Self { wall_ms, logical }
     }
 
+    /// `self` as one rising integer: wall milliseconds, then the logical counter in the low 16
+    /// bits (saturated). It keeps rising across a restart that lost the clock's state, as long
+    /// as the wall clock does: version-vector numbers and counter lineages are stamped with it.
+    pub fn stamp(self) -> u64 {
+        const LOGICAL_BITS: u32 = 16;
+        let logical = u64::from(self.logical).min((1 << LOGICAL_BITS) - 1);
+        self.wall_ms.saturating_mul(1 << LOGICAL_BITS) | logical
+    }
+
     /// The smallest timestamp strictly greater than `self` (saturating at the very last one).
     pub(crate) fn successor(self) -> Self {
         match self.logical.checked_add(1) {

@@ -39,5 +39,5 @@ pub use reconcile::{Outcome, Reconciled, ResolutionKind, reconcile, reconcile_in
 pub use registry::{RegistryError, ResolverRegistry};
 pub use resolver::{ConflictResolver, Resolution};
 pub use site::SiteId;
-pub use value::{CounterOverflow, PnCounter, SiteCounts, Value, Versioned};
+pub use value::{CounterActor, CounterOverflow, PnCounter, SiteCounts, Value, Versioned};
 pub use version::{Causality, Version, VersionVector};

@@ -167,13 +167,10 @@ impl<'de> Deserialize<'de> for VersionVector {
     }
 }
 
-/// The floor of a write's version-vector number: its HLC as one rising integer (wall
-/// milliseconds, then the logical counter in the low 16 bits, saturated), so a site's numbers
-/// keep rising across a restart that lost its memory (see [`VersionVector`]).
+/// The floor of a write's version-vector number (see [`HlcTimestamp::stamp`]), so a site's
+/// numbers keep rising across a restart that lost its memory (see [`VersionVector`]).
 fn write_stamp(hlc: HlcTimestamp) -> u64 {
-    const LOGICAL_BITS: u32 = 16;
-    let logical = u64::from(hlc.logical).min((1 << LOGICAL_BITS) - 1);
-    hlc.wall_ms.saturating_mul(1 << LOGICAL_BITS) | logical
+    hlc.stamp()
 }
 
 /// The version of one entry.

@@ -3,7 +3,8 @@
 //! updates, in any interleaving.
 use super::{LawConfig, WriteKinds};
 use crate::{
-    ConflictResolver, Hlc, Outcome, PnCounter, SiteId, Value, Version, Versioned, reconcile,
+    ConflictResolver, CounterActor, Hlc, Outcome, PnCounter, SiteId, Value, Version, Versioned,
+    reconcile,
 };
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -209,7 +210,9 @@ fn apply_action(site: SiteId, current: Option<&Versioned>, action: &Action) -> O
                     .unwrap_or_default(),
                 Some((Value::Tombstone, _)) | None => PnCounter::new(),
             };
-            counter.add(site, *delta).ok()?;
+            // The site's own increments count under a lineage of their own (never 0, the
+            // converted strings' start values), as the node's do.
+            counter.add(CounterActor::new(site, 1), *delta).ok()?;
             Some(Value::Counter(counter))
         }
     }

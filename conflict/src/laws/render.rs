@@ -9,8 +9,8 @@ pub(super) fn entry(entry: &Versioned) -> String {
         Value::Bytes(bytes) => format!("\"{}\"", bytes.escape_ascii()),
         Value::Counter(counter) => {
             let sites: Vec<String> = counter
-                .sites()
-                .map(|(site, c)| format!("{site}:+{}-{}", c.added, c.subtracted))
+                .actors()
+                .map(|(actor, c)| format!("{actor}:+{}-{}", c.added, c.subtracted))
                 .collect();
             let total = counter
                 .value()

@@ -2,7 +2,9 @@
 //! (The laws themselves use whole histories, see [`super::history`].)
 use super::WriteKinds;
 use super::history::{expiries, increments, set_bytes};
-use crate::{HlcTimestamp, PnCounter, SiteId, Value, Version, VersionVector, Versioned};
+use crate::{
+    CounterActor, HlcTimestamp, PnCounter, SiteId, Value, Version, VersionVector, Versioned,
+};
 use proptest::prelude::*;
 
 /// Site ids used by the strategies: a handful, so entries collide.
@@ -13,10 +15,10 @@ pub fn sites() -> impl Strategy<Value = SiteId> {
 /// A counter built the way INCR/DECR build them: a sequence of increments at several sites
 /// (increments that would overflow are refused, as the node refuses them).
 pub fn counters() -> impl Strategy<Value = PnCounter> {
-    prop::collection::vec((sites(), increments()), 0..8).prop_map(|increments| {
+    prop::collection::vec((sites(), 0u64..3, increments()), 0..8).prop_map(|increments| {
         let mut counter = PnCounter::new();
-        for (site, delta) in increments {
-            let _ = counter.add(site, delta);
+        for (site, lineage, delta) in increments {
+            let _ = counter.add(CounterActor::new(site, lineage), delta);
         }
         counter
     })

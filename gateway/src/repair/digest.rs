@@ -68,10 +68,11 @@ pub fn entry_digest(key: &[u8], view: View<'_>) -> Digest {
                 }
                 Value::Counter(counter) => {
                     out.push(1);
-                    let sites: Vec<_> = counter.sites().collect();
-                    put_len(&mut out, sites.len());
-                    for (site, counts) in sites {
-                        out.extend_from_slice(&site.0.to_le_bytes());
+                    let actors: Vec<_> = counter.actors().collect();
+                    put_len(&mut out, actors.len());
+                    for (actor, counts) in actors {
+                        out.extend_from_slice(&actor.site.0.to_le_bytes());
+                        out.extend_from_slice(&actor.lineage.to_le_bytes());
                         out.extend_from_slice(&counts.added.to_le_bytes());
                         out.extend_from_slice(&counts.subtracted.to_le_bytes());
                     }

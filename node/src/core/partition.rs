@@ -20,8 +20,8 @@ use foldhash::fast::FixedState;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tern_conflict::{
-    ConflictResolver, Hlc, HlcError, KeyspaceResolvers, Outcome, PnCounter, SiteId, Value, Version,
-    Versioned, reconcile_into,
+    ConflictResolver, CounterActor, Hlc, HlcError, KeyspaceResolvers, Outcome, PnCounter, SiteId,
+    Value, Version, Versioned, reconcile_into,
 };
 
 #[derive(Clone, Debug)]
@@ -87,6 +87,11 @@ pub struct PartitionCore {
     /// Which resolver settles concurrent versions of which key, for [`Command::WanApply`]. Only
     /// the primary uses it: backups replicate the resolved entry.
     resolvers: Arc<KeyspaceResolvers>,
+    /// The lineage this copy's data counts its own increments under ([`CounterActor`]):
+    /// stamped from the HLC by the first INCR of a data line that has none, and mirrored by
+    /// backups from their primary's replication messages, so a promoted backup counts on in
+    /// the slot its primary used while a copy that starts empty (a wiped site) never does.
+    counter_lineage: Option<u64>,
     /// The WAN gateway's hold on the change log (`overflow = "block_writes"`), if one was asked.
     wan_hold: Option<WanHold>,
     /// Local writes refused because of [`Self::wan_hold`] (for the node's metrics).
@@ -125,6 +130,7 @@ impl PartitionCore {
             memory_writes_refused: 0,
             log,
             resolvers: Arc::default(),
+            counter_lineage: None,
             wan_hold: None,
             wan_writes_refused: 0,
         }
@@ -594,11 +600,37 @@ impl PartitionCore {
                 (counter, entry.expires_at_ms)
             }
         };
+        let actor = CounterActor::new(site, self.counter_lineage_for_write(now_ms));
         let new_value = counter
-            .add(site, delta)
+            .add(actor, delta)
             .map_err(|_| CommandError::Overflow)?;
         self.write(key, Value::Counter(counter), expires_at_ms, now_ms)?;
         Ok(Response::Int(new_value))
+    }
+
+    /// This data line's counter lineage, stamped now if it has none yet. The stamp comes from
+    /// the HLC, which keeps rising across a restart that lost the data, so a new line never
+    /// reuses an old line's slot (lineage 0 is left to converted strings).
+    fn counter_lineage_for_write(&mut self, now_ms: u64) -> u64 {
+        match self.counter_lineage {
+            Some(lineage) => lineage,
+            None => {
+                let lineage = self.hlc.now(now_ms).stamp().max(1);
+                self.counter_lineage = Some(lineage);
+                lineage
+            }
+        }
+    }
+
+    /// The lineage this copy counts under, if it has counted (or its primary had).
+    pub fn counter_lineage(&self) -> Option<u64> {
+        self.counter_lineage
+    }
+
+    /// A backup takes its primary's lineage with each replication message it accepts: its data
+    /// is the primary's, so once promoted it counts on in the same slot.
+    pub fn set_counter_lineage(&mut self, lineage: Option<u64>) {
+        self.counter_lineage = lineage;
     }
 
     fn expire(&mut self, key: Bytes, expiry: Expiry, now_ms: u64) -> CommandResult {
@@ -917,7 +949,9 @@ pub fn stored_bytes(key: &[u8], value: &Value) -> usize {
     let value_bytes = match value {
         Value::Bytes(bytes) => bytes.len() + ALLOCATION_OVERHEAD_BYTES,
         Value::Counter(counter) => {
-            std::mem::size_of::<tern_conflict::SiteCounts>() * counter.sites().count() + 48
+            std::mem::size_of::<(CounterActor, tern_conflict::SiteCounts)>()
+                * counter.actors().count()
+                + 48
         }
         Value::Tombstone => 0,
     };
@@ -940,8 +974,8 @@ fn entry_bytes(key: &[u8], entry: &Versioned) -> usize {
     const RECORD_OVERHEAD_BYTES: usize = 64;
     let value_bytes = match &entry.value {
         Value::Bytes(bytes) => bytes.len(),
-        // A site id and two counts per site.
-        Value::Counter(counter) => counter.sites().count() * 18,
+        // A site id, a lineage and two counts per actor.
+        Value::Counter(counter) => counter.actors().count() * 28,
         Value::Tombstone => 0,
     };
     RECORD_OVERHEAD_BYTES + key.len() + value_bytes + entry.version.vv.iter().count() * 10

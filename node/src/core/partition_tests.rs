@@ -598,9 +598,14 @@ fn counters_from_strings_are_attributed_to_the_writing_site() {
     else {
         panic!("INCR stores a counter")
     };
-    let sites: Vec<(SiteId, tern_conflict::SiteCounts)> = counter.sites().collect();
-    assert_eq!(sites.len(), 1);
-    assert_eq!(sites[0].0, SiteId(7));
+    // The string's value is the writer's lineage 0; the increment is this copy's own lineage.
+    let actors: Vec<_> = counter.actors().collect();
+    assert_eq!(actors.len(), 2, "{actors:?}");
+    assert_eq!(actors[0].0, CounterActor::new(SiteId(7), 0));
+    assert_eq!(actors[0].1.added, 10);
+    assert_eq!(actors[1].0.site, SiteId(7));
+    assert_ne!(actors[1].0.lineage, 0);
+    assert_eq!(actors[1].1.added, 1);
     assert_eq!(counter.value(), Some(11));
 }
 

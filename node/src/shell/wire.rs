@@ -20,8 +20,10 @@ use postcard::ser_flavors::Flavor;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tern_conflict::Versioned;
 
-/// The only format version this build writes and reads.
-pub const WIRE_VERSION: u16 = 1;
+/// The only format version this build writes and reads. 2: counters count per (site, data
+/// lineage) and replication messages carry the primary's counter lineage; a node of an older
+/// build gets a clear version error instead of misreading them.
+pub const WIRE_VERSION: u16 = 2;
 const HEADER_BYTES: usize = 6;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -89,9 +89,11 @@ pub struct WanChecker {
     site_ids: Vec<SiteId>,
     /// Every string value a client wrote.
     written: BTreeSet<Bytes>,
-    /// Per (key, site), the PN totals that site's own increments produced, in order.
+    /// Per (key, site), the PN totals that site's own increments produced, in order, in any of
+    /// its data lines (a line ends when the site is wiped).
     counter_totals: BTreeMap<(Bytes, SiteId), BTreeSet<(u128, u128)>>,
-    /// The running totals per (key, site), mirroring `PnCounter::add`.
+    /// The running totals per (key, site) in the site's current data line, mirroring
+    /// `PnCounter::add` on the line's own counter actor (it starts from zero after a wipe).
     counter_model: BTreeMap<(Bytes, SiteId), (u128, u128)>,
     /// Per counter key, the sum of acknowledged increments at every site.
     counter_sums: BTreeMap<Bytes, i128>,
@@ -230,6 +232,9 @@ impl WanChecker {
     /// and its keys start over (a version may go back once: the key is first restored from
     /// whichever peer answers first).
     pub fn on_site_wiped(&mut self, site: usize) {
+        // Its next increments count under a new lineage, from zero.
+        let id = self.site_ids[site];
+        self.counter_model.retain(|(_, s), _| *s != id);
         self.forget_applies(site, |_, _, _| false);
         self.last_version.retain(|(s, _), _| *s != site);
     }
@@ -253,17 +258,21 @@ impl WanChecker {
             Value::Bytes(v) if self.written.contains(v) => Ok(()),
             Value::Bytes(v) => Err(phantom(format!("{:?}", String::from_utf8_lossy(v)))),
             Value::Counter(counter) => {
-                for (writer, counts) in counter.sites() {
+                // Each actor is one data line of its site: its totals are ones that line's
+                // increments reached (clients only INCR counter keys, so no lineage-0 start).
+                for (actor, counts) in counter.actors() {
+                    let writer = actor.site;
                     let totals = (counts.added, counts.subtracted);
                     let reached = totals == (0, 0)
-                        || self
-                            .counter_totals
-                            .get(&(key.clone(), writer))
-                            .is_some_and(|seen| seen.contains(&totals));
+                        || actor.lineage != 0
+                            && self
+                                .counter_totals
+                                .get(&(key.clone(), writer))
+                                .is_some_and(|seen| seen.contains(&totals));
                     if !reached {
                         return Err(phantom(format!(
-                            "a counter crediting {writer} with +{} -{}",
-                            counts.added, counts.subtracted
+                            "a counter crediting {writer} (lineage {}) with +{} -{}",
+                            actor.lineage, counts.added, counts.subtracted
                         )));
                     }
                 }
@@ -334,7 +343,7 @@ impl WanChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tern_conflict::{HlcTimestamp, PnCounter};
+    use tern_conflict::{CounterActor, HlcTimestamp, PnCounter};
     use tern_node::core::PartitionId;
 
     const A: SiteId = SiteId(1);
@@ -380,16 +389,38 @@ mod tests {
         let counter_key = Bytes::from_static(b"c:0");
         checker.register_increment(0, &counter_key, 3);
         checker.register_increment(0, &counter_key, -1);
+        let line = CounterActor::new(A, 9);
         let mut real = PnCounter::new();
-        real.add(A, 3).ok();
+        real.add(line, 3).ok();
         let ok = entry(Value::Counter(real.clone()), v1.clone());
         assert_eq!(checker.check_entry(1, &counter_key, &ok, "apply"), Ok(()));
-        real.add(A, 5).ok();
-        let invented = entry(Value::Counter(real), v1);
+        let mut credited_to_lineage_0 = PnCounter::new();
+        credited_to_lineage_0.add(A, 3).ok();
+        let converted = entry(Value::Counter(credited_to_lineage_0), v1.clone());
+        assert!(
+            checker
+                .check_entry(1, &counter_key, &converted, "apply")
+                .is_err(),
+            "clients never convert strings, so no lineage-0 credit"
+        );
+        real.add(line, 5).ok();
+        let invented = entry(Value::Counter(real), v1.clone());
         assert!(
             checker
                 .check_entry(1, &counter_key, &invented, "apply")
                 .is_err()
+        );
+        // After a wipe the site counts from zero in a new line; both lines' totals are real.
+        checker.on_site_wiped(0);
+        checker.register_increment(0, &counter_key, 4);
+        let mut both = PnCounter::new();
+        both.add(line, 3).ok();
+        both.add(line, -1).ok();
+        both.add(CounterActor::new(A, 10), 4).ok();
+        let after_wipe = entry(Value::Counter(both), v1);
+        assert_eq!(
+            checker.check_entry(1, &counter_key, &after_wipe, "apply"),
+            Ok(())
         );
     }
 

@@ -67,6 +67,8 @@ pub struct Replicate {
     pub records: Vec<ReplicatedRecord>,
     /// Answers of the write requests whose last change is among `records` (request dedup).
     pub outcomes: Vec<RequestOutcome>,
+    /// The primary's counter lineage (`PartitionCore::counter_lineage`), mirrored by the backup.
+    pub counter_lineage: Option<u64>,
 }
 
 /// One change record as replicated: the entry's full new state at `seq`, and the epoch whose
@@ -93,6 +95,8 @@ pub struct SnapshotChunk {
     pub entries: Vec<(Bytes, Versioned)>,
     pub outcomes: Vec<RequestOutcome>,
     pub last: bool,
+    /// The primary's counter lineage, mirrored by the backup that installs the snapshot.
+    pub counter_lineage: Option<u64>,
 }
 
 /// A write request's answer, remembered (and replicated) so a retry gets it again.

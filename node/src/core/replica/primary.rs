@@ -327,6 +327,7 @@ impl Follower {
             prev_epoch,
             records: Vec::new(),
             outcomes: Vec::new(),
+            counter_lineage: ctx.core.counter_lineage(),
         }
     }
 
@@ -465,6 +466,7 @@ impl OutgoingSnapshot {
             entries,
             outcomes,
             last,
+            counter_lineage: ctx.core.counter_lineage(),
         };
         (chunk, bytes)
     }
@@ -483,7 +485,7 @@ fn entry_bytes(key: &Bytes, entry: &Versioned) -> usize {
     const OVERHEAD_BYTES: usize = 64;
     let value_bytes = match &entry.value {
         Value::Bytes(b) => b.len(),
-        Value::Counter(c) => 24 * c.sites().count(),
+        Value::Counter(c) => 32 * c.actors().count(),
         Value::Tombstone => 0,
     };
     OVERHEAD_BYTES + key.len() + value_bytes + 16 * entry.version.vv.iter().count()

@@ -129,7 +129,7 @@ pub struct Config {
     /// Changed sink cursors are saved at most this often.
     pub cursor_persist_ms: u64,
     /// A wiped site's clients wait until it got back what the others held (off: they write
-    /// at once, and writes to keys not yet restored are lost — see `WipeSite`).
+    /// at once, to keys not yet restored too — see `WipeSite` for when that loses writes).
     pub wipe_holds_clients: bool,
     pub events_max: u64,
     pub inject: Option<Injection>,

@@ -91,13 +91,16 @@ pub enum FaultAction {
     /// Step a site's clocks (site and gateway host) by this many microseconds.
     ClockStep(usize, i64),
     /// The site loses its memory: every partition wiped (change logs restart at seq 1), its
-    /// gateway restarted with its disks intact. Its clients hold their writes from then on,
-    /// and the wipe waits until every write it took reached every other site (otherwise
-    /// writes are lost for real, which no invariant could tell from a bug); they
-    /// resume once the site holds again everything the other sites held at the wipe: a write
-    /// to a key not yet restored would count the site's writes from 1 again in the key's
-    /// version vector, below what the other sites hold, and be lost everywhere (a known
-    /// limitation of per-site write counts, `tests/wan.rs` shows it).
+    /// gateway restarted with its disks intact. The wipe waits until every write the site took
+    /// reached every other site (otherwise writes are lost for real, which no invariant could
+    /// tell from a bug). With `wipe_holds_clients` its clients hold their writes until it holds
+    /// again everything the other sites held at the wipe. Without, they write at once, to keys
+    /// not yet restored too: version-vector numbers are HLC stamps and counters count under a
+    /// new data lineage, so those writes survive as long as the site's restarted clock is past
+    /// the HLC it had before the wipe. Known limitation: with clock skew it may not be (its old
+    /// HLC may have run up to `hlc_offset_ms_max` ahead, following a faster peer), and its new
+    /// writes are then dominated by its own old ones and lost; the chaos scenarios hold the
+    /// clients, and `tests/wan.rs` runs wipes with live clients without clock faults.
     WipeSite(usize),
     /// Faults stop: links heal and turn loss-free, crashed gateways restart, clients stop.
     EndChaos,

@@ -530,3 +530,91 @@ fn a_backup_proposed_as_caught_up_is_waited_on_until_the_map_says_otherwise() {
     net.publish_map();
     assert_eq!(net.answers(rid(1)), vec![vec![Ok(R::Ok)]]);
 }
+
+/// The actors crediting the counter at `key` on `node`.
+fn counter_actors(net: &Net, node: ReplicaId, key: &str) -> Vec<tern_conflict::CounterActor> {
+    match net.node(node).partition().entry(key.as_bytes()) {
+        Some(tern_conflict::Versioned {
+            value: tern_conflict::Value::Counter(counter),
+            ..
+        }) => counter.actors().map(|(actor, _)| actor).collect(),
+        other => panic!("no counter at {key}: {other:?}"),
+    }
+}
+
+#[test]
+fn a_partitions_counter_lineage_survives_failover_handover_and_snapshot_catch_up() {
+    let small_log = Limits {
+        change_log_bytes_max: 2_000,
+        ..Limits::default()
+    };
+    let limits = ReplicationLimits {
+        catchup_batch_bytes_max: 600,
+        ..ReplicationLimits::default()
+    };
+    let mut net = Net::with_limits(3, small_log, limits);
+    net.request(1, rid(1), vec![incr("n")]);
+    net.settle();
+    let lineage = net.node(1).partition().counter_lineage();
+    assert!(lineage.is_some_and(|l| l != 0), "the first INCR stamps one");
+    for backup in [2, 3] {
+        assert_eq!(net.node(backup).partition().counter_lineage(), lineage);
+    }
+    // Failover: the promoted backup counts on in the same slot.
+    net.crash(1);
+    assert_eq!(net.fail_over(), 2);
+    net.request(2, rid(2), vec![incr("n")]);
+    net.settle();
+    assert_eq!(net.answers(rid(2)), vec![vec![int(2)]]);
+    assert_eq!(
+        counter_actors(&net, 2, "n").len(),
+        1,
+        "one slot, not one per primary"
+    );
+    // A node that lost its memory rejoins and catches up from a snapshot (the log is too
+    // short to reach back): it takes the lineage with the data.
+    for i in 0..40u64 {
+        net.request(
+            2,
+            rid(10 + i),
+            vec![set(&format!("k{i}"), &format!("{i:064}"))],
+        );
+        net.settle();
+    }
+    net.add_node(4);
+    net.map.replicas.insert(4);
+    net.publish_map();
+    net.settle();
+    assert_eq!(net.state(4), net.state(2));
+    assert_eq!(net.node(4).partition().counter_lineage(), lineage);
+    net.apply_proposals();
+    // A graceful handover to it keeps the slot too.
+    net.map.handover = Some(4);
+    net.publish_map();
+    net.settle();
+    net.apply_proposals();
+    net.settle();
+    assert_eq!(net.node(4).role(), Role::Primary);
+    net.request(4, rid(100), vec![incr("n")]);
+    net.settle();
+    assert_eq!(net.answers(rid(100)), vec![vec![int(3)]]);
+    assert_eq!(counter_actors(&net, 4, "n").len(), 1);
+}
+
+#[test]
+fn a_copy_that_starts_empty_counts_in_a_new_lineage() {
+    // Two data lines of one site (before and after it lost everything): their increments
+    // land in different slots, so merging them adds instead of absorbing one into the other.
+    let mut before = Net::new(2);
+    before.request(1, rid(1), vec![incr("n")]);
+    before.settle();
+    let mut after = Net::new(2);
+    after.tick(5);
+    after.request(1, rid(1), vec![incr("n")]);
+    after.settle();
+    let old = counter_actors(&before, 1, "n");
+    let new = counter_actors(&after, 1, "n");
+    assert_eq!((old.len(), new.len()), (1, 1));
+    assert_eq!(old[0].site, new[0].site);
+    assert_ne!(old[0].lineage, new[0].lineage);
+}
