@@ -608,9 +608,11 @@ impl PartitionCore {
         Ok(Response::Int(new_value))
     }
 
-    /// This data line's counter lineage, stamped now if it has none yet. The stamp comes from
-    /// the HLC, which keeps rising across a restart that lost the data, so a new line never
-    /// reuses an old line's slot (lineage 0 is left to converted strings).
+    /// This data line's counter lineage, stamped now if it has none yet. Only uniqueness
+    /// matters, not order: a new line shares an old line's slot only if its HLC reads exactly
+    /// the stamp (millisecond and logical count) the old one had when it first counted, even if
+    /// a clock step put the new line's HLC behind the old one. Lineage 0 is left to converted
+    /// strings.
     fn counter_lineage_for_write(&mut self, now_ms: u64) -> u64 {
         match self.counter_lineage {
             Some(lineage) => lineage,
