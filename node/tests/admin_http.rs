@@ -197,6 +197,9 @@ fn sample_status(ready: bool) -> NodeStatus {
         memory_writes_refused_total: 3,
         data_bytes: 4096,
         data_bytes_max: 8192,
+        forward_requests_pending: 17,
+        forward_requests_pending_max: 100,
+        forward_requests_refused_pending_full_total: 5,
     }
 }
 
@@ -362,6 +365,8 @@ async fn metrics_are_openmetrics_with_the_right_families_and_values() {
             ("tern_backup_lag_records", "gauge"),
             ("tern_member_up", "gauge"),
             ("tern_member_draining", "gauge"),
+            ("tern_forward_requests_pending", "gauge"),
+            ("tern_forward_requests_refused_pending_full", "counter"),
             ("tern_transport_frames_sent", "counter"),
             ("tern_transport_connections_established", "counter"),
         ];
@@ -382,6 +387,9 @@ async fn metrics_are_openmetrics_with_the_right_families_and_values() {
             ("tern_writes_refused_memory_full_total", 3.0),
             ("tern_data_bytes", 4096.0),
             ("tern_data_bytes_max", 8192.0),
+            ("tern_forward_requests_pending", 17.0),
+            ("tern_forward_requests_pending_max", 100.0),
+            ("tern_forward_requests_refused_pending_full_total", 5.0),
             (r#"tern_partition_role{partition="0",role="primary"}"#, 1.0),
             (r#"tern_partition_role{partition="0",role="backup"}"#, 0.0),
             (r#"tern_partition_role{partition="2",role="primary"}"#, 0.0),

@@ -191,6 +191,24 @@ fn encode_status(status: &NodeStatus, encoder: &mut DescriptorEncoder) -> fmt::R
     )?;
     gauge(
         encoder,
+        "tern_forward_requests_pending",
+        "Requests this node forwarded to another node's primary and still waits on.",
+        status.forward_requests_pending,
+    )?;
+    gauge(
+        encoder,
+        "tern_forward_requests_pending_max",
+        "The cap on forwarded requests waiting for an answer (limits.forward_requests_pending_max).",
+        status.forward_requests_pending_max,
+    )?;
+    counter(
+        encoder,
+        "tern_forward_requests_refused_pending_full",
+        "Requests answered -TRYAGAIN unsent because the forwarding table stayed full until their deadline.",
+        status.forward_requests_refused_pending_full_total,
+    )?;
+    gauge(
+        encoder,
         "tern_data_bytes",
         "What this node's partition copies cost as counted against data_bytes_max (keys, values, per-entry overhead).",
         status.data_bytes,

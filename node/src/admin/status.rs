@@ -38,6 +38,17 @@ pub struct NodeStatus {
     /// The node's data cap; 0: none.
     #[serde(default)]
     pub data_bytes_max: u64,
+    /// Requests this node forwarded to another node's primary and still waits on.
+    #[serde(default)]
+    pub forward_requests_pending: u64,
+    /// The cap on them, `limits.forward_requests_pending_max` (0: the node forwards nothing,
+    /// e.g. standalone).
+    #[serde(default)]
+    pub forward_requests_pending_max: u64,
+    /// Requests that found the forwarding table full until their deadline and were answered
+    /// `-TRYAGAIN` unsent.
+    #[serde(default)]
+    pub forward_requests_refused_pending_full_total: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -806,6 +806,10 @@ impl ClusterActor {
             self.incarnation,
             leader,
             self.failovers_total,
+            self.forwarder
+                .as_ref()
+                .map(|f| f.stats())
+                .unwrap_or_default(),
         );
         self.hub.publish(status);
     }

@@ -43,6 +43,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Forwarding's figures for the node's status and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    /// Requests sent to another node and not answered yet.
+    pub pending: u64,
+    /// `limits.forward_requests_pending_max`.
+    pub pending_max: u64,
+    /// Requests that got no place in the table by their deadline (answered `-TRYAGAIN`).
+    pub refused_pending_full_total: u64,
+}
+
 #[derive(Debug)]
 pub struct Forwarder {
     peers: Arc<Peers>,
@@ -136,6 +147,16 @@ impl Forwarder {
                     primary,
                 } => (id, attempt, Outcome::Redirected { epoch, primary }),
             }));
+    }
+
+    /// What the node's status reports about forwarding.
+    pub fn stats(&self) -> ForwardStats {
+        let (pending, pending_max, refused_pending_full_total) = self.pending.stats();
+        ForwardStats {
+            pending: pending as u64,
+            pending_max: pending_max as u64,
+            refused_pending_full_total,
+        }
     }
 
     /// Waiters whose origin gave up (the receiver is gone) are dropped here, so the table does

@@ -1,6 +1,7 @@
 //! Builds the [`NodeStatus`] snapshot the cluster actor publishes: the map as this node sees
 //! it, plus what its own replicas report (log positions, backups' acknowledged positions).
 use super::board::ReplicaBoard;
+use super::forward::ForwardStats;
 use super::map_view::MapView;
 use crate::admin::{
     MemberState, MemberStatus, NodeStatus, PartitionStatus, ReplicaRole, ReplicaStatus,
@@ -27,6 +28,7 @@ pub fn build_status(
     incarnation: u64,
     leader: Option<NodeId>,
     failovers_total: u64,
+    forward: ForwardStats,
 ) -> NodeStatus {
     let me = view.me;
     let map = &view.map;
@@ -136,6 +138,9 @@ pub fn build_status(
         failovers_total,
         wan_writes_refused_total,
         memory_writes_refused_total,
+        forward_requests_pending: forward.pending,
+        forward_requests_pending_max: forward.pending_max,
+        forward_requests_refused_pending_full_total: forward.refused_pending_full_total,
         data_bytes: u64::try_from(data_bytes).unwrap_or(u64::MAX),
         data_bytes_max: u64::try_from(data_bytes_max).unwrap_or(u64::MAX),
     }

@@ -6,7 +6,7 @@
 //! dropping a timed-out attempt, the link refusing the frame).
 use super::outbox::Outbox;
 use super::pending::Pending;
-use super::{Answer, Forwarder};
+use super::{Answer, ForwardStats, Forwarder};
 use crate::cluster::{MapCommand, NodeId, PartitionMap, PeerSpec};
 use crate::core::{
     Command, Keyspace, PartitionConfig, PartitionId, ReplicaCore, ReplicationLimits, RequestId,
@@ -162,15 +162,34 @@ async fn at_the_cap_a_request_waits_until_one_in_flight_ends() {
 async fn a_request_waiting_past_its_deadline_is_not_sent_and_takes_nothing() {
     let forwarder = forwarder_to_a_silent_peer(1);
     let first = send(&forwarder, 1, 1, far()).await.expect("below the cap");
+    let full = ForwardStats {
+        pending: 1,
+        pending_max: 1,
+        refused_pending_full_total: 0,
+    };
+    assert_eq!(forwarder.stats(), full);
     let started = Instant::now();
     let late = send(&forwarder, 2, 1, started + SETTLE).await;
     assert!(late.is_none(), "sent without a slot");
     assert!(started.elapsed() >= SETTLE, "gave up before its deadline");
     assert_eq!(forwarder.pending.slots_free(), 0);
+    // Counted for the metrics.
+    let refused = ForwardStats {
+        refused_pending_full_total: 1,
+        ..full
+    };
+    assert_eq!(forwarder.stats(), refused);
     // The first is still in flight and still answered.
     forwarder.complete(id(1), 1, answered(7));
     assert_eq!(first.await, Ok(Ok(answered(7))));
     assert_eq!(forwarder.pending.slots_free(), 1);
+    assert_eq!(
+        forwarder.stats(),
+        ForwardStats {
+            pending: 0,
+            ..refused
+        }
+    );
 }
 
 /// A retry of an id whose previous attempt is still registered takes that attempt's slot, not

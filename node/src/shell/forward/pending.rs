@@ -12,6 +12,7 @@ use crate::shell::actor::{Outcome, Reply};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -37,15 +38,21 @@ pub(super) struct Pending {
     waiters: Mutex<Waiters>,
     /// One permit per entry of `waiters`, at most `forward_requests_pending_max`.
     slots: Arc<Semaphore>,
+    slots_max: usize,
+    /// Requests that got no slot by their deadline (for the node's metrics).
+    refused_full: AtomicU64,
 }
 
 impl Pending {
     /// A table of at most `requests_max` requests (clamped to what a tokio semaphore holds, so
     /// an absurd configured value cannot panic here).
     pub fn new(requests_max: usize) -> Self {
+        let slots_max = requests_max.min(Semaphore::MAX_PERMITS);
         Self {
             waiters: Mutex::default(),
-            slots: Arc::new(Semaphore::new(requests_max.min(Semaphore::MAX_PERMITS))),
+            slots: Arc::new(Semaphore::new(slots_max)),
+            slots_max,
+            refused_full: AtomicU64::new(0),
         }
     }
 
@@ -72,8 +79,21 @@ impl Pending {
         match tokio::time::timeout_at(deadline.into(), acquire).await {
             Ok(Ok(slot)) => Some(slot),
             // Closed (never, see above) or the deadline passed.
-            Ok(Err(_)) | Err(_) => None,
+            Ok(Err(_)) | Err(_) => {
+                self.refused_full.fetch_add(1, Ordering::Relaxed);
+                None
+            }
         }
+    }
+
+    /// (requests waiting for an answer, the cap, requests refused at the cap so far).
+    pub fn stats(&self) -> (usize, usize, u64) {
+        let pending = self.slots_max - self.slots.available_permits().min(self.slots_max);
+        (
+            pending,
+            self.slots_max,
+            self.refused_full.load(Ordering::Relaxed),
+        )
     }
 
     /// Makes `attempt` the current one of `id` (dropping an older attempt's waiter), holding
