@@ -258,6 +258,15 @@ async fn info_reports_sections_and_key_count() {
             c.cmd(&["INFO", "keyspace"]).await,
             "\"# Keyspace\\r\\ndb0:keys=2,expires=0,avg_ttl=0\\r\\n\""
         );
+        // Keys with a TTL are counted; an expired one is neither a key nor an expiring one.
+        assert_eq!(c.cmd(&["SET", "c", "3", "EX", "100"]).await, "+OK");
+        assert_eq!(c.cmd(&["PEXPIRE", "a", "100000"]).await, ":1");
+        assert_eq!(c.cmd(&["SET", "gone", "x", "PX", "1"]).await, "+OK");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(
+            c.cmd(&["INFO", "keyspace"]).await,
+            "\"# Keyspace\\r\\ndb0:keys=3,expires=2,avg_ttl=0\\r\\n\""
+        );
         assert_eq!(c.cmd(&["INFO", "nosuchsection"]).await, "\"\"");
         node.shutdown().await;
     })

@@ -82,6 +82,8 @@ pub enum Command {
     },
     /// Number of live keys.
     DbSize,
+    /// Number of live keys with a TTL (INFO keyspace's `expires`).
+    ExpiringKeys,
     /// Remove every key (writes tombstones so the deletes replicate).
     FlushAll,
     /// Apply an entry another site committed (the WAN gateway's sink): reconcile it with the

@@ -182,6 +182,9 @@ impl PartitionCore {
             Command::DbSize => Ok(Response::Int(
                 i64::try_from(self.live_keys_at(now_ms)).unwrap_or(i64::MAX),
             )),
+            Command::ExpiringKeys => Ok(Response::Int(
+                i64::try_from(self.expiring_keys_at(now_ms)).unwrap_or(i64::MAX),
+            )),
             Command::FlushAll => {
                 self.flush_all(now_ms)?;
                 Ok(Response::Ok)
@@ -289,6 +292,15 @@ impl PartitionCore {
             .range(..(now_ms.saturating_add(1), Bytes::new()))
             .count();
         self.value_entries - due
+    }
+
+    /// Live keys with a TTL at `now_ms` (expired ones not swept yet are not counted).
+    pub fn expiring_keys_at(&self, now_ms: u64) -> usize {
+        let due = self
+            .value_deadlines
+            .range(..(now_ms.saturating_add(1), Bytes::new()))
+            .count();
+        self.value_deadlines.len() - due
     }
 
     // --- entries from other sites (the WAN sink's path) ---

@@ -317,7 +317,34 @@ fn command_scripts_behave_like_redis() {
                 (0, set("c", "3"), OK),
                 (0, C::Del { key: b("c") }, int(1)),
                 (0, C::DbSize, int(2)),
+                (0, C::ExpiringKeys, int(1)),
                 (10, C::DbSize, int(1)),
+                (10, C::ExpiringKeys, int(0)),
+            ],
+        ),
+        (
+            "expiring keys count live keys with a TTL",
+            vec![
+                (0, set("a", "1"), OK),
+                (0, C::ExpiringKeys, int(0)),
+                (
+                    0,
+                    C::Expire {
+                        key: b("a"),
+                        expiry: Expiry::InMs(50),
+                    },
+                    int(1),
+                ),
+                (0, C::ExpiringKeys, int(1)),
+                (0, set_with("a", "2", SetCondition::Always, None, false), OK),
+                (0, C::ExpiringKeys, int(0)),
+                (
+                    0,
+                    set_with("b", "2", SetCondition::Always, Some(Expiry::InMs(5)), false),
+                    OK,
+                ),
+                (0, C::Del { key: b("b") }, int(1)),
+                (0, C::ExpiringKeys, int(0)),
             ],
         ),
         (

@@ -297,8 +297,9 @@ pub fn info_sections(args: &Args<'_>) -> u8 {
 }
 
 /// INFO's text: `# Section` headers and `field:value` lines joined by CRLF. `keys` is the
-/// node's live key count, needed only for the keyspace section.
-pub fn info(out: &mut Vec<u8>, node: &NodeContext, sections: u8, keys: i64) {
+/// site's live key count and `expires` how many of them have a TTL, needed only for the
+/// keyspace section.
+pub fn info(out: &mut Vec<u8>, node: &NodeContext, sections: u8, keys: i64, expires: i64) {
     let mut text = String::new();
     let mut section = |bit: u8, title: &str, lines: &[(&str, String)]| {
         if sections & bit == 0 {
@@ -383,7 +384,7 @@ pub fn info(out: &mut Vec<u8>, node: &NodeContext, sections: u8, keys: i64) {
     );
     // Like Redis, an empty database is not listed. Expiry statistics are not tracked.
     let keyspace: Vec<(&str, String)> = if keys > 0 {
-        vec![("db0", format!("keys={keys},expires=0,avg_ttl=0"))]
+        vec![("db0", format!("keys={keys},expires={expires},avg_ttl=0"))]
     } else {
         Vec::new()
     };

@@ -17,7 +17,8 @@ pub enum Aggregate {
     Values,
     /// `+OK` if every part succeeded, else the first error (MSET, FLUSHALL).
     AllOk,
-    /// DBSIZE of every partition feeding the INFO text; the sections bitmask.
+    /// DBSIZE and the keys with a TTL of every partition (alternating) feeding the INFO text;
+    /// the sections bitmask.
     Info(u8),
     /// One GET answering MEMORY USAGE of a key of this many bytes: what the value costs against
     /// `data_bytes_max`, or nil.

@@ -121,10 +121,21 @@ fn encode(
             Ok(total) => reply::int(out, total),
             Err(err) => reply::error(out, &err),
         },
-        Aggregate::Info(sections) => match sum(outcomes) {
-            Ok(keys) => admin::info(out, node, sections, keys),
-            Err(err) => reply::error(out, &err),
-        },
+        Aggregate::Info(sections) => {
+            // Alternating per partition: DBSIZE, then the keys with a TTL.
+            let (mut keys, mut expiring) = (Vec::new(), Vec::new());
+            for (i, outcome) in outcomes.enumerate() {
+                if i % 2 == 0 {
+                    keys.push(outcome);
+                } else {
+                    expiring.push(outcome);
+                }
+            }
+            match (sum(keys.into_iter()), sum(expiring.into_iter())) {
+                (Ok(keys), Ok(expires)) => admin::info(out, node, sections, keys, expires),
+                (Err(err), _) | (_, Err(err)) => reply::error(out, &err),
+            }
+        }
         Aggregate::Values => {
             reply::array(out, outcomes.len());
             for outcome in outcomes {

@@ -85,9 +85,17 @@ pub fn plan(args: Args<'_>, session: &mut Session, node: &NodeContext, batch: &m
         Kind::Info => {
             let sections = admin::info_sections(&args);
             if sections & admin::INFO_KEYSPACE == 0 {
-                immediate(batch, |out| admin::info(out, node, sections, 0))
+                immediate(batch, |out| admin::info(out, node, sections, 0, 0))
             } else {
-                every_partition(node, batch, Aggregate::Info(sections), Command::DbSize)
+                // Per partition its live keys, then those with a TTL (the keyspace line).
+                batch.keyed(
+                    Aggregate::Info(sections),
+                    node.router
+                        .keyspace()
+                        .partitions()
+                        .flat_map(|p| [(p, Command::DbSize), (p, Command::ExpiringKeys)]),
+                );
+                Ok(Flow::Continue)
             }
         }
         Kind::DbSize => every_partition(node, batch, Aggregate::Sum, Command::DbSize),

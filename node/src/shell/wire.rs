@@ -428,6 +428,7 @@ pub enum WireCommand {
         bytes_max: u32,
         hold_ms: u32,
     },
+    ExpiringKeys,
 }
 
 /// [`WireCommand`] borrowing its data: the same variants, fields and types in the same order, so
@@ -489,6 +490,7 @@ enum WireCommandRef<'a> {
         bytes_max: u32,
         hold_ms: u32,
     },
+    ExpiringKeys,
 }
 
 impl From<SetCondition> for WireCondition {
@@ -539,6 +541,7 @@ impl<'a> From<&'a Command> for WireCommandRef<'a> {
                 pattern: pattern.as_ref(),
             },
             Command::DbSize => Self::DbSize,
+            Command::ExpiringKeys => Self::ExpiringKeys,
             Command::FlushAll => Self::FlushAll,
             Command::WanApply { key, entry } => Self::WanApply { key, entry },
             Command::WanChanges {
@@ -657,6 +660,7 @@ impl From<&Command> for WireCommand {
                 pattern: pattern.clone(),
             },
             Command::DbSize => Self::DbSize,
+            Command::ExpiringKeys => Self::ExpiringKeys,
             Command::FlushAll => Self::FlushAll,
             Command::WanApply { key, entry } => Self::WanApply {
                 key: key.clone(),
@@ -743,6 +747,7 @@ impl From<WireCommand> for Command {
                 pattern,
             },
             WireCommand::DbSize => Self::DbSize,
+            WireCommand::ExpiringKeys => Self::ExpiringKeys,
             WireCommand::FlushAll => Self::FlushAll,
             WireCommand::WanApply { key, entry } => Self::WanApply { key, entry },
             WireCommand::WanChanges {
@@ -853,6 +858,7 @@ mod tests {
                 }),
                 13,
             ),
+            (WireCommand::ExpiringKeys, 14),
         ];
         for (command, tag) in tags {
             let bytes = postcard::to_allocvec(&command).expect("encode");
@@ -909,6 +915,7 @@ mod tests {
                 pattern: Some(b("a*")),
             },
             Command::DbSize,
+            Command::ExpiringKeys,
             Command::FlushAll,
             Command::WanApply {
                 key: b("k"),

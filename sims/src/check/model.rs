@@ -118,6 +118,12 @@ impl ReferenceModel {
                 unchanged(Ok(Response::Int(self.ttl(key, *unit, now_ms))))
             }
             Command::DbSize => unchanged(Ok(Response::Int(self.live_count(now_ms) as i64))),
+            Command::ExpiringKeys => unchanged(Ok(Response::Int(
+                self.entries
+                    .values()
+                    .filter(|e| e.expires_at_ms.is_some_and(|at| at > now_ms))
+                    .count() as i64,
+            ))),
             Command::Scan { pattern, .. } => unchanged(Ok(Response::ScanPage {
                 keys: self.scan_all(pattern.as_deref(), now_ms),
                 next: None,

@@ -383,6 +383,7 @@ pub(super) fn command_key(command: &Command) -> Option<&Bytes> {
         | Command::WanApply { key, .. } => Some(key),
         Command::Scan { .. }
         | Command::DbSize
+        | Command::ExpiringKeys
         | Command::FlushAll
         | Command::WanChanges { .. }
         | Command::WanDump { .. } => None,

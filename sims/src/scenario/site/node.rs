@@ -1115,6 +1115,7 @@ pub fn command_key(command: &Command) -> Option<&bytes::Bytes> {
         | Command::WanApply { key, .. } => Some(key),
         Command::Scan { .. }
         | Command::DbSize
+        | Command::ExpiringKeys
         | Command::FlushAll
         | Command::WanChanges { .. }
         | Command::WanDump { .. } => None,
