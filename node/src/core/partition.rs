@@ -287,20 +287,19 @@ impl PartitionCore {
 
     /// Keys that are live at `now_ms`.
     pub fn live_keys_at(&self, now_ms: u64) -> usize {
-        let due = self
-            .value_deadlines
-            .range(..(now_ms.saturating_add(1), Bytes::new()))
-            .count();
-        self.value_entries - due
+        self.value_entries - self.values_due_at(now_ms)
     }
 
     /// Live keys with a TTL at `now_ms` (expired ones not swept yet are not counted).
     pub fn expiring_keys_at(&self, now_ms: u64) -> usize {
-        let due = self
-            .value_deadlines
+        self.value_deadlines.len() - self.values_due_at(now_ms)
+    }
+
+    /// Values whose TTL has passed at `now_ms` but that the sweep has not removed yet.
+    fn values_due_at(&self, now_ms: u64) -> usize {
+        self.value_deadlines
             .range(..(now_ms.saturating_add(1), Bytes::new()))
-            .count();
-        self.value_deadlines.len() - due
+            .count()
     }
 
     // --- entries from other sites (the WAN sink's path) ---
