@@ -383,6 +383,17 @@ async fn scenario() {
     everything.extend(during_cut.clone());
     everything.extend(acked.clone());
     everything.insert("after-remove".to_owned(), "1".to_owned());
+    // A counter only b counts in, replicated to a before the wipe.
+    for _ in 0..7 {
+        let _: i64 = cons[1].incr("c:b-only", 1).await.expect("INCR at b");
+    }
+    wait_counter(
+        &mut cons[0],
+        "c:b-only",
+        7,
+        "b's counter at a before the wipe",
+    )
+    .await;
     w.b.kill9(0);
     w.b.spawn(0);
     w.b.wait_ready(0, FORMATION_MAX).await;
@@ -395,6 +406,17 @@ async fn scenario() {
     for _ in 0..5 {
         let _: i64 = cons[1]
             .incr("c:n", 1)
+            .await
+            .expect("INCR at b after the wipe");
+    }
+    // And of the counter only b had counted in: b's new data line is a new writer, so its
+    // entry meets the old line's (which a kept) as concurrent and merges, instead of claiming
+    // to follow it and replacing it. (With versions counted per site, a ended at 3. So it did
+    // while a's primary for this key, a node without `[wan]`, resolved with its own default
+    // last-writer-wins instead of the `counter-merge` the gateway host is configured with.)
+    for _ in 0..3 {
+        let _: i64 = cons[1]
+            .incr("c:b-only", 1)
             .await
             .expect("INCR at b after the wipe");
     }
@@ -419,6 +441,7 @@ async fn scenario() {
     .await;
     for (side, con) in cons.iter_mut().enumerate() {
         wait_counter(con, "c:n", 85, &format!("site {side} after b's wipe")).await;
+        wait_counter(con, "c:b-only", 10, &format!("site {side} after b's wipe")).await;
     }
     let status = wan_status(&w.b, 0).await.expect("b's /v1/wan");
     eprintln!("b after the wipe: {:?}", status.targets);

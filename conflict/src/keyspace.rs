@@ -8,10 +8,16 @@ use std::sync::Arc;
 ///
 /// Rules keep their configured order (not longest-prefix): an operator who lists `a:` before
 /// `a:b:` means it, and the same table must pick the same resolver at every site.
+///
+/// It keeps the registry it was built from, so a resolver can also be found by name: the
+/// node that applies a remote entry (a partition's primary) is not always the node whose
+/// configuration holds the table (the site's gateway host), so the gateway names the resolver
+/// in the command.
 #[derive(Clone, Debug)]
 pub struct KeyspaceResolvers {
     rules: Vec<(Bytes, Arc<dyn ConflictResolver>)>,
     fallback: Arc<dyn ConflictResolver>,
+    registry: ResolverRegistry,
 }
 
 impl KeyspaceResolvers {
@@ -34,7 +40,13 @@ impl KeyspaceResolvers {
         Ok(Self {
             rules,
             fallback: registry.get(default)?,
+            registry: registry.clone(),
         })
+    }
+
+    /// The resolver registered as `name`, whether or not a rule here uses it.
+    pub fn by_name(&self, name: &str) -> Result<Arc<dyn ConflictResolver>, RegistryError> {
+        self.registry.get(name)
     }
 
     /// The resolver for `key`.
@@ -47,11 +59,12 @@ impl KeyspaceResolvers {
 }
 
 impl Default for KeyspaceResolvers {
-    /// Every key resolved last-writer-wins.
+    /// Every key resolved last-writer-wins; the built-ins found by name.
     fn default() -> Self {
         Self {
             rules: Vec::new(),
             fallback: Arc::new(LastWriterWins),
+            registry: ResolverRegistry::with_builtins(),
         }
     }
 }

@@ -20,6 +20,7 @@ mod resolver;
 mod site;
 mod value;
 mod version;
+mod writer;
 
 #[cfg(feature = "law-kit")]
 pub mod laws;
@@ -39,5 +40,6 @@ pub use reconcile::{Outcome, Reconciled, ResolutionKind, reconcile, reconcile_in
 pub use registry::{RegistryError, ResolverRegistry};
 pub use resolver::{ConflictResolver, Resolution};
 pub use site::SiteId;
-pub use value::{CounterActor, CounterOverflow, PnCounter, SiteCounts, Value, Versioned};
+pub use value::{CounterOverflow, PnCounter, SiteCounts, Value, Versioned};
 pub use version::{Causality, Version, VersionVector};
+pub use writer::Writer;

@@ -181,6 +181,23 @@ proptest! {
     }
 }
 
+/// A site that lost its memory writes under a new data line: even stamped far above its old
+/// line's writes, its new write has not seen them and meets them as concurrent; within a line,
+/// a later write follows an earlier one.
+#[test]
+fn a_new_data_line_is_concurrent_with_the_old_one_whatever_the_stamps() {
+    let site = SiteId(2);
+    let (old_line, new_line) = (crate::Writer::new(site, 10), crate::Writer::new(site, 99));
+    let kept = Version::first(old_line, HlcTimestamp::new(100, 0))
+        .successor(old_line, HlcTimestamp::new(200, 0));
+    let fresh = Version::first(new_line, HlcTimestamp::new(5_000, 0));
+    assert_eq!(fresh.causality(&kept), Causality::Concurrent);
+    assert_eq!(kept.vv.site_max(site), HlcTimestamp::new(200, 0).stamp());
+    assert_eq!(fresh.vv.site_max(site), HlcTimestamp::new(5_000, 0).stamp());
+    let next = fresh.successor(new_line, HlcTimestamp::new(5_001, 0));
+    assert_eq!(next.causality(&fresh), Causality::After);
+}
+
 #[test]
 fn hlc_rejects_a_remote_beyond_the_offset_with_a_clear_error() {
     let mut hlc = Hlc::new(100);
@@ -277,7 +294,7 @@ fn pn_counter_survives_alternating_extreme_increments() {
 }
 
 mod version_vector_reference {
-    use crate::{Causality, SiteId, VersionVector};
+    use crate::{Causality, SiteId, VersionVector, Writer};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -322,13 +339,17 @@ mod version_vector_reference {
 
     #[test]
     fn decoding_normalizes_unsorted_duplicate_and_zero_entries() {
-        // Postcard bytes of [(3, 1), (1, 2), (3, 4), (2, 0)]: a length, then (site, count) pairs.
-        let bytes = [4u8, 3, 1, 1, 2, 3, 4, 2, 0];
+        // Postcard bytes of [((3, 0), 1), ((1, 7), 2), ((3, 0), 4), ((2, 0), 0)]: a length,
+        // then ((site, lineage), count) pairs.
+        let bytes = [4u8, 3, 0, 1, 1, 7, 2, 3, 0, 4, 2, 0, 0];
         let decoded: VersionVector = postcard::from_bytes(&bytes).expect("decodes");
-        let pairs: Vec<(SiteId, u64)> = decoded.iter().collect();
-        assert_eq!(pairs, vec![(SiteId(1), 2), (SiteId(3), 4)]);
+        let pairs: Vec<(Writer, u64)> = decoded.iter().collect();
+        assert_eq!(
+            pairs,
+            vec![(Writer::new(SiteId(1), 7), 2), (Writer::from(SiteId(3)), 4)]
+        );
         // And it encodes to the same bytes a map would have.
-        let map: BTreeMap<SiteId, u64> = pairs.iter().copied().collect();
+        let map: BTreeMap<Writer, u64> = pairs.iter().copied().collect();
         assert_eq!(
             postcard::to_allocvec(&decoded).ok(),
             postcard::to_allocvec(&map).ok()

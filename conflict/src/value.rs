@@ -1,9 +1,8 @@
 //! What an entry holds: bytes, a mergeable counter, or a deletion marker.
-use crate::{SiteId, Version};
+use crate::{SiteId, Version, Writer};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 
 /// A replicated value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -22,51 +21,15 @@ pub enum Value {
 #[error("increment or decrement would overflow a 64-bit signed integer")]
 pub struct CounterOverflow;
 
-/// Who counts in a [`PnCounter`]: a site, and the data lineage of the partition copy that
-/// counted there.
-///
-/// A site's totals only grow, and merging takes maxima, so a site that lost its data (an
-/// in-memory site restarted whole) must not count on from zero under the name it used before:
-/// its new increments would sit below the totals the other sites kept for it and vanish in the
-/// merge. Each line of a partition's data at a site (from the moment it starts empty until it is
-/// lost) counts under its own `lineage`, stamped from the HLC when it first increments, so a
-/// wiped site's new increments add to what it counted before instead of being absorbed by it.
-/// Lineage 0 is the start value of a string converted by INCR, credited to the site that wrote
-/// the string (the same conversion at two sites then merges to one start).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct CounterActor {
-    pub site: SiteId,
-    pub lineage: u64,
-}
-
-impl CounterActor {
-    pub fn new(site: SiteId, lineage: u64) -> Self {
-        Self { site, lineage }
-    }
-}
-
-impl fmt::Display for CounterActor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.site, self.lineage)
-    }
-}
-
-/// Lineage 0 of `site` (a converted string's start value, and tests).
-impl From<SiteId> for CounterActor {
-    fn from(site: SiteId) -> Self {
-        Self { site, lineage: 0 }
-    }
-}
-
-/// Positive-negative counter: per actor (site and data lineage), the total it added and the
-/// total it subtracted. Merging takes the pointwise maximum, which is commutative, associative
-/// and idempotent.
+/// Positive-negative counter: per writer (a site's data line, see [`Writer`]), the total it
+/// added and the total it subtracted. Merging takes the pointwise maximum, which is
+/// commutative, associative and idempotent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PnCounter {
-    per_actor: BTreeMap<CounterActor, SiteCounts>,
+    per_writer: BTreeMap<Writer, SiteCounts>,
 }
 
-/// An actor's running totals. They only grow (merging takes maxima, so they can never be
+/// A writer's running totals. They only grow (merging takes maxima, so they can never be
 /// rebased), and 128 bits keep them from overflowing: alternating INCRBY i64::MAX / i64::MIN
 /// would exhaust 64-bit totals after two steps while the value stays small.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,10 +47,7 @@ impl PnCounter {
     /// plain integer string written at `site`).
     pub fn starting_at(site: SiteId, start: i64) -> Self {
         let mut counter = Self::new();
-        let counts = counter
-            .per_actor
-            .entry(CounterActor::from(site))
-            .or_default();
+        let counts = counter.per_writer.entry(Writer::from(site)).or_default();
         if start >= 0 {
             counts.added = u128::from(start.unsigned_abs());
         } else {
@@ -100,7 +60,7 @@ impl PnCounter {
     /// [`PnCounter::add`] prevents for counters built through it.
     pub fn value(&self) -> Option<i64> {
         let mut sum: i128 = 0;
-        for counts in self.per_actor.values() {
+        for counts in self.per_writer.values() {
             let added = i128::try_from(counts.added).ok()?;
             let subtracted = i128::try_from(counts.subtracted).ok()?;
             sum = sum.checked_add(added.checked_sub(subtracted)?)?;
@@ -108,16 +68,12 @@ impl PnCounter {
         i64::try_from(sum).ok()
     }
 
-    /// Add `delta` on behalf of `actor`; returns the new value. Fails, leaving the counter
+    /// Add `delta` on behalf of `writer`; returns the new value. Fails, leaving the counter
     /// unchanged, if the value would leave the `i64` range.
-    pub fn add(
-        &mut self,
-        actor: impl Into<CounterActor>,
-        delta: i64,
-    ) -> Result<i64, CounterOverflow> {
+    pub fn add(&mut self, writer: impl Into<Writer>, delta: i64) -> Result<i64, CounterOverflow> {
         let current = self.value().ok_or(CounterOverflow)?;
         let new_value = current.checked_add(delta).ok_or(CounterOverflow)?;
-        let counts = self.per_actor.entry(actor.into()).or_default();
+        let counts = self.per_writer.entry(writer.into()).or_default();
         if delta >= 0 {
             counts.added = counts
                 .added
@@ -134,16 +90,16 @@ impl PnCounter {
 
     /// Pointwise maximum with `other`.
     pub fn merge(&mut self, other: &PnCounter) {
-        for (&actor, theirs) in &other.per_actor {
-            let mine = self.per_actor.entry(actor).or_default();
+        for (&actor, theirs) in &other.per_writer {
+            let mine = self.per_writer.entry(actor).or_default();
             mine.added = mine.added.max(theirs.added);
             mine.subtracted = mine.subtracted.max(theirs.subtracted);
         }
     }
 
-    /// Each actor's totals, in actor order.
-    pub fn actors(&self) -> impl Iterator<Item = (CounterActor, SiteCounts)> + '_ {
-        self.per_actor.iter().map(|(&a, &c)| (a, c))
+    /// Each writer's totals, in writer order.
+    pub fn writers(&self) -> impl Iterator<Item = (Writer, SiteCounts)> + '_ {
+        self.per_writer.iter().map(|(&a, &c)| (a, c))
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! The version vector tells real concurrency apart from causal order (clock order alone cannot);
 //! the HLC and origin give the deterministic tie-break that last-writer-wins needs.
-use crate::{HlcTimestamp, SiteId};
+use crate::{HlcTimestamp, SiteId, Writer};
 use serde::{Deserialize, Serialize};
 use serde::{Deserializer, Serializer};
 use smallvec::SmallVec;
@@ -21,44 +21,59 @@ pub enum Causality {
     Concurrent,
 }
 
-/// Per-entry version vector: for each site, a number that rises with every write of this entry
-/// at that site — `max(previous + 1, the write's HLC stamp)` ([`Version::first`],
-/// [`Version::successor`]), not a bare count. A bare count restarts at 1 when a site loses its
-/// memory (an in-memory site restarted whole), and its new writes would then look older than
-/// the ones the other sites kept from it: dominated, silently dropped everywhere. Stamped by
-/// the HLC, which keeps rising across a restart, they stay above the site's earlier writes and
-/// meet those as concurrent (resolved) at worst.
+/// Per-entry version vector: for each writer (a site's data line, see [`Writer`]), a number
+/// that rises with every write of this entry by that writer — `max(previous + 1, the writing
+/// clock's HLC stamp)` ([`Version::first`], [`Version::successor`]).
 ///
-/// Stored as `(site, count)` pairs sorted by site, inline for up to two sites: every write copies
+/// Per writer, not per site: a site that lost its memory (an in-memory site restarted whole)
+/// has not seen its own earlier writes, so under the same name its new writes would claim to
+/// follow them and replace them at the other sites instead of meeting them as concurrent. A new
+/// data line is a new writer. The numbers are HLC stamps rather than bare counts so that they
+/// order a line's writes and rise across restarts anyway.
+///
+/// Stored as `(writer, count)` pairs sorted by writer, inline for up to two: every write copies
 /// its entry's vector into the new version and the change log, and a heap allocation per copy was
 /// a measurable share of the write path. Two, not more: the vector sits in every stored entry and
-/// change record, and each inline pair costs 16 bytes there; an entry written at two sites (the
-/// usual active-active pair) still never allocates, one written at three or more does. Encoded as a
-/// sequence of pairs (the same postcard bytes as a map); decoding normalizes hostile input
-/// (unsorted, duplicate or zero entries).
+/// change record, and each inline pair costs 24 bytes there; an entry written at two sites (the
+/// usual active-active pair) still never allocates, one written by three or more writers does.
+/// Encoded as a sequence of pairs (the same postcard bytes as a map); decoding normalizes hostile
+/// input (unsorted, duplicate or zero entries).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct VersionVector(SmallVec<[(SiteId, u64); 2]>);
+pub struct VersionVector(SmallVec<[(Writer, u64); 2]>);
 
 impl VersionVector {
     pub fn new() -> Self {
         Self::default()
     }
 
-    pub fn get(&self, site: SiteId) -> u64 {
-        match self.0.binary_search_by_key(&site, |&(s, _)| s) {
+    /// `writer`'s number (0 if it never wrote). A bare `SiteId` means its lineage 0.
+    pub fn get(&self, writer: impl Into<Writer>) -> u64 {
+        let writer = writer.into();
+        match self.0.binary_search_by_key(&writer, |&(w, _)| w) {
             Ok(i) => self.0[i].1,
             Err(_) => 0,
         }
     }
 
-    /// Count one more write by `site`; returns the new count.
-    pub fn increment(&mut self, site: SiteId) -> u64 {
-        self.advance(site, 0)
+    /// The highest number of any of `site`'s writers (0 if none wrote).
+    pub fn site_max(&self, site: SiteId) -> u64 {
+        self.0
+            .iter()
+            .filter(|(w, _)| w.site == site)
+            .map(|&(_, count)| count)
+            .max()
+            .unwrap_or(0)
     }
 
-    /// One more write by `site`, numbered `max(current + 1, floor)`; returns that number.
-    pub fn advance(&mut self, site: SiteId, floor: u64) -> u64 {
-        match self.0.binary_search_by_key(&site, |&(s, _)| s) {
+    /// Count one more write by `writer`; returns the new count.
+    pub fn increment(&mut self, writer: impl Into<Writer>) -> u64 {
+        self.advance(writer, 0)
+    }
+
+    /// One more write by `writer`, numbered `max(current + 1, floor)`; returns that number.
+    pub fn advance(&mut self, writer: impl Into<Writer>, floor: u64) -> u64 {
+        let writer = writer.into();
+        match self.0.binary_search_by_key(&writer, |&(w, _)| w) {
             Ok(i) => {
                 let count = &mut self.0[i].1;
                 *count = count.saturating_add(1).max(floor);
@@ -66,7 +81,7 @@ impl VersionVector {
             }
             Err(i) => {
                 let count = floor.max(1);
-                self.0.insert(i, (site, count));
+                self.0.insert(i, (writer, count));
                 count
             }
         }
@@ -74,15 +89,15 @@ impl VersionVector {
 
     /// Pointwise maximum: the history that includes both.
     pub fn join(&mut self, other: &VersionVector) {
-        for &(site, count) in &other.0 {
-            match self.0.binary_search_by_key(&site, |&(s, _)| s) {
+        for &(writer, count) in &other.0 {
+            match self.0.binary_search_by_key(&writer, |&(w, _)| w) {
                 Ok(i) => self.0[i].1 = self.0[i].1.max(count),
-                Err(i) => self.0.insert(i, (site, count)),
+                Err(i) => self.0.insert(i, (writer, count)),
             }
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (SiteId, u64)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (Writer, u64)> + '_ {
         self.0.iter().copied()
     }
 
@@ -136,14 +151,23 @@ impl VersionVector {
     }
 }
 
+/// Sites stand for their lineage 0 (tests and examples).
 impl FromIterator<(SiteId, u64)> for VersionVector {
-    /// Zero counts are dropped; a site given twice keeps its larger count.
     fn from_iter<I: IntoIterator<Item = (SiteId, u64)>>(iter: I) -> Self {
-        let mut pairs: SmallVec<[(SiteId, u64); 4]> =
+        iter.into_iter()
+            .map(|(site, count)| (Writer::from(site), count))
+            .collect()
+    }
+}
+
+impl FromIterator<(Writer, u64)> for VersionVector {
+    /// Zero counts are dropped; a writer given twice keeps its larger count.
+    fn from_iter<I: IntoIterator<Item = (Writer, u64)>>(iter: I) -> Self {
+        let mut pairs: SmallVec<[(Writer, u64); 4]> =
             iter.into_iter().filter(|&(_, c)| c > 0).collect();
         pairs.sort_unstable();
-        // Sorted by (site, count): of equal sites the last has the largest count.
-        let mut normalized: SmallVec<[(SiteId, u64); 2]> = SmallVec::with_capacity(pairs.len());
+        // Sorted by (writer, count): of equal writers the last has the largest count.
+        let mut normalized: SmallVec<[(Writer, u64); 2]> = SmallVec::with_capacity(pairs.len());
         for (site, count) in pairs {
             match normalized.last_mut() {
                 Some(last) if last.0 == site => last.1 = count,
@@ -162,13 +186,13 @@ impl Serialize for VersionVector {
 
 impl<'de> Deserialize<'de> for VersionVector {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let pairs = Vec::<(SiteId, u64)>::deserialize(deserializer)?;
+        let pairs = Vec::<(Writer, u64)>::deserialize(deserializer)?;
         Ok(pairs.into_iter().collect())
     }
 }
 
-/// The floor of a write's version-vector number (see [`HlcTimestamp::stamp`]), so a site's
-/// numbers keep rising across a restart that lost its memory (see [`VersionVector`]).
+/// The floor of a write's version-vector number (see [`HlcTimestamp::stamp`] and
+/// [`VersionVector`]).
 fn write_stamp(hlc: HlcTimestamp) -> u64 {
     hlc.stamp()
 }
@@ -184,34 +208,36 @@ pub struct Version {
 }
 
 impl Version {
-    /// The version of a first write of an entry at `site`.
-    pub fn first(site: SiteId, hlc: HlcTimestamp) -> Self {
+    /// The version of a first write of an entry by `writer` (a bare `SiteId`: its lineage 0).
+    pub fn first(writer: impl Into<Writer>, hlc: HlcTimestamp) -> Self {
+        let writer = writer.into();
         let mut vv = VersionVector::new();
-        vv.advance(site, write_stamp(hlc));
+        vv.advance(writer, write_stamp(hlc));
         Self {
             hlc,
-            origin: site,
+            origin: writer.site,
             vv,
         }
     }
 
-    /// The version of a write at `site` that has seen `self` (a local overwrite).
+    /// The version of a write by `writer` that has seen `self` (a local overwrite).
     ///
     /// Its HLC is strictly above `self.hlc` even if `hlc` is not (e.g. `self` came from a site
     /// whose clock runs ahead and was not observed): a write must be LWW-greater than what it
     /// overwrites, or LWW would not extend causal order and folding concurrent updates could
     /// depend on their order (see `reconcile`).
-    pub fn successor(&self, site: SiteId, hlc: HlcTimestamp) -> Self {
+    pub fn successor(&self, writer: impl Into<Writer>, hlc: HlcTimestamp) -> Self {
+        let writer = writer.into();
         let hlc = if hlc > self.hlc {
             hlc
         } else {
             self.hlc.successor()
         };
         let mut vv = self.vv.clone();
-        vv.advance(site, write_stamp(hlc));
+        vv.advance(writer, write_stamp(hlc));
         Self {
             hlc,
-            origin: site,
+            origin: writer.site,
             vv,
         }
     }

@@ -60,6 +60,7 @@ async fn inject(site: &Site, key: &str, entry: Versioned) {
     let command = Command::WanApply {
         key: Bytes::from(key.to_owned()),
         entry,
+        resolver: None,
     };
     let results = site
         .node

@@ -103,6 +103,7 @@ async fn a_wan_entry_applied_through_the_router_is_read_over_resp_and_logged() {
         let apply = Command::WanApply {
             key: Bytes::from_static(b"k"),
             entry: entry.clone(),
+            resolver: None,
         };
         assert_eq!(
             execute(&node, partition, apply.clone()).await,
@@ -152,6 +153,7 @@ async fn resolvers_come_from_the_wan_section() {
             let apply = Command::WanApply {
                 key: Bytes::copy_from_slice(key.as_bytes()),
                 entry: remote(Value::Counter(counter)),
+                resolver: None,
             };
             assert_eq!(
                 execute(&node, partition, apply).await,
@@ -217,6 +219,7 @@ async fn unknown_resolver_names_fail_startup_and_plugins_come_from_the_registry(
         let apply = Command::WanApply {
             key: Bytes::from_static(b"p:k"),
             entry,
+            resolver: None,
         };
         assert_eq!(execute(&node, partition, apply).await, applied(true, true));
         let read: String = redis.get("p:k").await.expect("GET");
@@ -245,6 +248,7 @@ async fn wan_commands_sent_to_a_node_that_is_not_the_primary_are_forwarded() {
             let apply = Command::WanApply {
                 key: Bytes::from(key.clone()),
                 entry: entry.clone(),
+                resolver: None,
             };
             let node = site.node(via);
             let pid = PartitionId(partition);

@@ -290,11 +290,11 @@ fn a_wiped_site_gets_its_data_back_and_its_new_writes_reach_every_site() {
     }
 }
 
-/// A wiped site that takes writes before its keys are restored loses none of them. Plain
-/// values: version-vector numbers are stamped by the HLC, so its new writes are never older than
-/// its earlier ones. Counters: its new increments count under a new data lineage
-/// (`tern_conflict::CounterActor`), so the pointwise-max merge adds them to the totals the other
-/// sites kept for it instead of absorbing them. (These seeds caught the counter loss before.)
+/// A wiped site that takes writes before its keys are restored loses none of them: it writes
+/// under a new data line (`tern_conflict::Writer`), so its new versions meet the old line's
+/// as concurrent (resolved) instead of replacing them, and its new increments add to the totals
+/// the other sites kept for it instead of being absorbed by them. (These seeds caught the
+/// counter loss before.)
 #[test]
 fn writes_to_a_wiped_site_before_it_is_restored_are_kept() {
     for seed in 1..9u64 {
@@ -303,6 +303,24 @@ fn writes_to_a_wiped_site_before_it_is_restored_are_kept() {
             c.wipe_holds_clients = false;
         });
         assert_eq!(stats.site_wipes, 1, "seed {seed}");
+        if let Some(violation) = &report.violation {
+            panic!("seed {seed}: {violation:?}");
+        }
+    }
+}
+
+/// Chaos seeds where a wiped site wrote before it was restored and lost writes while version
+/// vectors counted per site: its restarted clock was behind the stamps it had issued before
+/// (it had followed a faster peer), so its old entries dominated its new ones (94, 123); or
+/// its new line's stamps were above the old line's, so one of its new writes replaced an old
+/// line's entry at the other sites without a merge (552, 554, 886). Per data line, neither.
+#[test]
+fn a_wiped_site_that_writes_at_once_loses_nothing_under_clock_faults() {
+    for seed in [94u64, 123, 552, 554, 886] {
+        let (report, stats) = wan::run_detailed(Flavor::Chaos, seed, &RunOptions::default(), |c| {
+            c.wipe_holds_clients = false;
+        });
+        assert!(stats.site_wipes >= 1, "seed {seed}: no wipe");
         if let Some(violation) = &report.violation {
             panic!("seed {seed}: {violation:?}");
         }

@@ -53,7 +53,7 @@ impl SitePriority {
             .iter()
             .enumerate()
             .find_map(|(position, &site)| {
-                let count = vv.get(site);
+                let count = vv.site_max(site);
                 (count > 0).then(|| (self.order.len() - position, count))
             })
             .unwrap_or((0, 0))

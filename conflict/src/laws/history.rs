@@ -3,8 +3,7 @@
 //! updates, in any interleaving.
 use super::{LawConfig, WriteKinds};
 use crate::{
-    ConflictResolver, CounterActor, Hlc, Outcome, PnCounter, SiteId, Value, Version, Versioned,
-    reconcile,
+    ConflictResolver, Hlc, Outcome, PnCounter, SiteId, Value, Version, Versioned, Writer, reconcile,
 };
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -212,7 +211,7 @@ fn apply_action(site: SiteId, current: Option<&Versioned>, action: &Action) -> O
             };
             // The site's own increments count under a lineage of their own (never 0, the
             // converted strings' start values), as the node's do.
-            counter.add(CounterActor::new(site, 1), *delta).ok()?;
+            counter.add(Writer::new(site, 1), *delta).ok()?;
             Some(Value::Counter(counter))
         }
     }

@@ -9,7 +9,7 @@ pub(super) fn entry(entry: &Versioned) -> String {
         Value::Bytes(bytes) => format!("\"{}\"", bytes.escape_ascii()),
         Value::Counter(counter) => {
             let sites: Vec<String> = counter
-                .actors()
+                .writers()
                 .map(|(actor, c)| format!("{actor}:+{}-{}", c.added, c.subtracted))
                 .collect();
             let total = counter

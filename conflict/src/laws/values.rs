@@ -2,9 +2,7 @@
 //! (The laws themselves use whole histories, see [`super::history`].)
 use super::WriteKinds;
 use super::history::{expiries, increments, set_bytes};
-use crate::{
-    CounterActor, HlcTimestamp, PnCounter, SiteId, Value, Version, VersionVector, Versioned,
-};
+use crate::{HlcTimestamp, PnCounter, SiteId, Value, Version, VersionVector, Versioned, Writer};
 use proptest::prelude::*;
 
 /// Site ids used by the strategies: a handful, so entries collide.
@@ -18,7 +16,7 @@ pub fn counters() -> impl Strategy<Value = PnCounter> {
     prop::collection::vec((sites(), 0u64..3, increments()), 0..8).prop_map(|increments| {
         let mut counter = PnCounter::new();
         for (site, lineage, delta) in increments {
-            let _ = counter.add(CounterActor::new(site, lineage), delta);
+            let _ = counter.add(Writer::new(site, lineage), delta);
         }
         counter
     })

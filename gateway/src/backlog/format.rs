@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"TERNBLOG";
 /// Format version written in every segment header; a reader refuses other versions (treated as
 /// corruption: the target is marked for repair). 2: records hold counters keyed by (site,
-/// lineage).
-pub const SEGMENT_FORMAT_VERSION: u16 = 2;
+/// lineage). 3: and version vectors keyed by (site, lineage).
+pub const SEGMENT_FORMAT_VERSION: u16 = 3;
 /// Bytes of the segment header.
 pub const SEGMENT_HEADER_BYTES: u64 = 24;
 /// Bytes a record adds to its payload.

@@ -5,7 +5,9 @@
 use super::engine::Event;
 use super::limits::APPLY_RETRY_BACKOFF_MS_MAX;
 use crate::wire::WanRecord;
+use std::sync::Arc;
 use std::time::Duration;
+use tern_conflict::KeyspaceResolvers;
 use tern_node::core::{Command, CommandResult, PartitionId};
 use tern_node::shell::Router;
 use tokio::sync::mpsc;
@@ -14,6 +16,7 @@ use tokio::task::JoinHandle;
 /// Applies `records` (one partition, in order) and reports back.
 pub fn spawn_apply(
     router: Router,
+    resolvers: Arc<KeyspaceResolvers>,
     source: String,
     partition: PartitionId,
     records: Vec<WanRecord>,
@@ -27,6 +30,7 @@ pub fn spawn_apply(
                 .map(|r| Command::WanApply {
                     key: r.key.clone(),
                     entry: r.entry.clone(),
+                    resolver: Some(resolvers.for_key(&r.key).name().to_owned()),
                 })
                 .collect();
             match router.execute(partition, commands).await {

@@ -13,7 +13,7 @@ use crate::wire::{Message, WanRecord};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tern_conflict::Versioned;
+use tern_conflict::{KeyspaceResolvers, Versioned};
 use tern_node::admin::{WanAdminError, WanAdminRequest, WanHub, WanTargetSpec};
 use tern_node::core::{CommandResult, PartitionId, WanChangesPage};
 use tern_node::shell::Router;
@@ -78,6 +78,9 @@ pub struct EngineIo {
     pub ids: ConnIds,
     pub events: mpsc::UnboundedSender<Event>,
     pub reconnect_ms: u64,
+    /// The site's resolver table (this node's `[wan]`): applies name each key's resolver, as
+    /// the partition's primary may run on a node without the table.
+    pub resolvers: Arc<KeyspaceResolvers>,
 }
 
 pub struct Engine {
@@ -255,6 +258,7 @@ impl Engine {
         while let Some(apply) = self.core.poll_apply() {
             spawn_apply(
                 self.io.router.clone(),
+                Arc::clone(&self.io.resolvers),
                 apply.source,
                 apply.partition,
                 apply.records,
@@ -265,7 +269,12 @@ impl Engine {
             spawn_load(self.io.router.clone(), load, self.io.events.clone());
         }
         while let Some(push) = self.core.poll_repair_push() {
-            spawn_push(self.io.router.clone(), push, self.io.events.clone());
+            spawn_push(
+                self.io.router.clone(),
+                Arc::clone(&self.io.resolvers),
+                push,
+                self.io.events.clone(),
+            );
         }
         if self.core.poll_feed_rewind()
             && let Some(rewind) = &self.feed_rewind

@@ -35,6 +35,7 @@ use engine::{Engine, EngineIo, Event};
 use feed::{FeedRewind, FeedSettings, spawn_feed};
 use limits::ADMIN_QUEUE_LEN;
 use links::spawn_acceptor;
+use std::sync::Arc;
 use std::time::Duration;
 use tern_conflict::SiteId;
 use tern_node::admin::{WanAdminRequest, WanTargetSpec};
@@ -140,7 +141,7 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
             site_id: SiteId(site_id),
             partition_count: router.keyspace().partition_count(),
             limits: params::gateway_limits(&config),
-            resolvers,
+            resolvers: Arc::clone(&resolvers),
             tombstone_retention_ms,
             apply_records_max: config.feed_records_max,
             apply_bytes_max: config.feed_bytes_max,
@@ -160,6 +161,7 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
             ids: links::ConnIds::default(),
             events: events.clone(),
             reconnect_ms: config.reconnect_ms,
+            resolvers,
         },
     );
     for peer in &config.peers {

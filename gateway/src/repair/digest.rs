@@ -68,11 +68,11 @@ pub fn entry_digest(key: &[u8], view: View<'_>) -> Digest {
                 }
                 Value::Counter(counter) => {
                     out.push(1);
-                    let actors: Vec<_> = counter.actors().collect();
-                    put_len(&mut out, actors.len());
-                    for (actor, counts) in actors {
-                        out.extend_from_slice(&actor.site.0.to_le_bytes());
-                        out.extend_from_slice(&actor.lineage.to_le_bytes());
+                    let writers: Vec<_> = counter.writers().collect();
+                    put_len(&mut out, writers.len());
+                    for (writer, counts) in writers {
+                        out.extend_from_slice(&writer.site.0.to_le_bytes());
+                        out.extend_from_slice(&writer.lineage.to_le_bytes());
                         out.extend_from_slice(&counts.added.to_le_bytes());
                         out.extend_from_slice(&counts.subtracted.to_le_bytes());
                     }
@@ -138,8 +138,9 @@ fn put_version(out: &mut Vec<u8>, version: &Version) {
     out.extend_from_slice(&version.origin.0.to_le_bytes());
     let pairs: Vec<_> = version.vv.iter().collect();
     put_len(out, pairs.len());
-    for (site, count) in pairs {
-        out.extend_from_slice(&site.0.to_le_bytes());
+    for (writer, count) in pairs {
+        out.extend_from_slice(&writer.site.0.to_le_bytes());
+        out.extend_from_slice(&writer.lineage.to_le_bytes());
         out.extend_from_slice(&count.to_le_bytes());
     }
 }
@@ -234,5 +235,5 @@ mod tests {
 
     // Computed independently: sha256 of the encoding spelled out in `entry_digest`.
     const GOLDEN_ENTRY_DIGEST: &str =
-        "39bc0771fae88a1f9caacfa2aa73245269b9752a0c4abfde8e6a5f3898d3814b";
+        "8c47ba5622af6768a7dba3db2e06f856f166859aea0eec408ef276b84227b016";
 }

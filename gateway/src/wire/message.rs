@@ -17,12 +17,12 @@ use tern_conflict::{SiteId, Versioned};
 use tern_node::core::keyspace::PartitionId;
 
 /// Protocol version this build speaks (semantics of the message kinds). 3: a counter's entries
-/// are keyed by (site, data lineage) (`tern_conflict::CounterActor`), which changes how every
-/// record holding a counter encodes.
-pub const PROTOCOL_VERSION: u16 = 3;
-/// Oldest protocol version this build still accepts from a peer: 3, since counters from an
+/// are keyed by (site, data lineage) (`tern_conflict::Writer`), which changes how every
+/// record holding a counter encodes. 4: so are version vectors, in every record.
+pub const PROTOCOL_VERSION: u16 = 4;
+/// Oldest protocol version this build still accepts from a peer: 4, since versions from an
 /// older peer would not decode. A site upgrades while its peers' backlogs to it wait on disk.
-pub const PROTOCOL_VERSION_MIN: u16 = 3;
+pub const PROTOCOL_VERSION_MIN: u16 = 4;
 
 /// The kind byte of a frame. Values are part of the wire format: never renumber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

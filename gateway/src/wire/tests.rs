@@ -455,17 +455,18 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
 /// A one-record batch, field by field.
 #[rustfmt::skip]
 const GOLDEN_BATCH: &str = concat!(
-    "54524e57", "0100", "03", "2a000000",   // magic, format 1, Batch, 42 bytes of payload
+    "54524e57", "0100", "03", "2c000000",   // magic, format 1, Batch, 44 bytes of payload
     "01", "09", "01",                       // source 1, batch 9, 1 record
     "01", "07", "29", "2a", "036b6579",     // origin, partition, prev_seq 41, seq 42, key
     "00", "0376616c",                       // Value::Bytes "val"
     "80d095ffbc31", "03", "01",             // hlc wall_ms, logical, origin
-    "02", "0102", "0301",                   // vv {site 1: 2, site 3: 1}
+    "02", "010002", "030001",               // vv {site 1/0: 2, site 3/0: 1}
     "01e0a499ffbc31", "80d095ffbc31",       // expires_at_ms Some(..), committed_at_ms
 );
 
 /// The wire format pinned byte for byte: if this fails, the format changed. That needs a new
-/// message kind or a `FORMAT_VERSION` bump, not a new golden string.
+/// message kind or a version bump (`PROTOCOL_VERSION` when what records hold changes), not just
+/// a new golden string.
 #[test]
 fn golden_frames() {
     let mut vv = VersionVector::new();
@@ -625,11 +626,11 @@ fn golden_sync_frames() -> Vec<(Message, &'static str)> {
                 last: true,
             }),
             concat!(
-                "54524e57", "0100", "07", "19000000",
+                "54524e57", "0100", "07", "1a000000",
                 "03", "07", "e807", "ac02", "10", "04",
                 "01", "01", "0010",                      // request 1, ranges [0..16]
                 "01", "016b",                            // 1 entry, key "k"
-                "02", "0500", "02", "010201", "0107",    // tombstone, hlc (5,0), origin 2, vv {2:1}, expires 7
+                "02", "0500", "02", "01020001", "0107",  // tombstone, hlc (5,0), origin 2, vv {2/0:1}, expires 7
                 "01",                                    // last
             ),
         ),

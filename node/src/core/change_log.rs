@@ -3,7 +3,7 @@
 use super::keyspace::PartitionId;
 use bytes::Bytes;
 use std::collections::VecDeque;
-use tern_conflict::{CounterActor, SiteCounts, Value, Versioned};
+use tern_conflict::{SiteCounts, Value, Versioned, Writer};
 
 /// One committed change, in partition order. Carries the entry's full new state (not the
 /// operation), so applying it twice, or after a newer one, is harmless.
@@ -25,9 +25,7 @@ pub(crate) fn record_bytes(key: &[u8], value: &Value) -> usize {
     const ALLOCATION_OVERHEAD_BYTES: usize = 16;
     let value_bytes = match value {
         Value::Bytes(b) => b.len() + ALLOCATION_OVERHEAD_BYTES,
-        Value::Counter(c) => {
-            std::mem::size_of::<(CounterActor, SiteCounts)>() * c.actors().count() + 48
-        }
+        Value::Counter(c) => std::mem::size_of::<(Writer, SiteCounts)>() * c.writers().count() + 48,
         Value::Tombstone => 0,
     };
     std::mem::size_of::<ChangeRecord>() + key.len() + ALLOCATION_OVERHEAD_BYTES + value_bytes

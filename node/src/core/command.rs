@@ -87,11 +87,16 @@ pub enum Command {
     /// Remove every key (writes tombstones so the deletes replicate).
     FlushAll,
     /// Apply an entry another site committed (the WAN gateway's sink): reconcile it with the
-    /// stored entry using the keyspace's resolver for `key`; a change is committed like a local
-    /// write, so backups replicate the resolved entry and need no resolver. Never sent by RESP.
+    /// stored entry using `resolver` (a registry name), or without one this node's resolver for
+    /// `key`; a change is committed like a local write, so backups replicate the resolved entry
+    /// and need no resolver. Never sent by RESP.
+    ///
+    /// The gateway names the resolver from its own `[wan]` table: the partition's primary may
+    /// be another node of the site, one without a `[wan]` section.
     WanApply {
         key: Bytes,
         entry: Versioned,
+        resolver: Option<String>,
     },
     /// Read committed change records after `after_seq` (the WAN gateway's delegator). Never sent
     /// by RESP.
@@ -206,6 +211,10 @@ pub enum CommandError {
     /// EXPIRE still work, like Redis's `noeviction` policy.
     #[error("OOM command not allowed when used memory > 'maxmemory' (data_bytes_max reached)")]
     OutOfMemory,
+    /// A [`Command::WanApply`] named a resolver this node's registry does not hold (the nodes
+    /// of a site run different builds).
+    #[error("ERR unknown conflict resolver {name:?}")]
+    UnknownResolver { name: String },
 }
 
 pub type CommandResult = Result<Response, CommandError>;

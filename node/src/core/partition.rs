@@ -20,8 +20,8 @@ use foldhash::fast::FixedState;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tern_conflict::{
-    ConflictResolver, CounterActor, Hlc, HlcError, KeyspaceResolvers, Outcome, PnCounter, SiteId,
-    Value, Version, Versioned, reconcile_into,
+    ConflictResolver, Hlc, HlcError, KeyspaceResolvers, Outcome, PnCounter, SiteId, Value, Version,
+    Versioned, Writer, reconcile_into,
 };
 
 #[derive(Clone, Debug)]
@@ -87,11 +87,12 @@ pub struct PartitionCore {
     /// Which resolver settles concurrent versions of which key, for [`Command::WanApply`]. Only
     /// the primary uses it: backups replicate the resolved entry.
     resolvers: Arc<KeyspaceResolvers>,
-    /// The lineage this copy's data counts its own increments under ([`CounterActor`]):
-    /// stamped from the HLC by the first INCR of a data line that has none, and mirrored by
-    /// backups from their primary's replication messages, so a promoted backup counts on in
-    /// the slot its primary used while a copy that starts empty (a wiped site) never does.
-    counter_lineage: Option<u64>,
+    /// The lineage of this copy's data line: its writes are versioned and its increments
+    /// counted under `Writer { site, lineage }`. Stamped from the HLC by the first write of a
+    /// line that has none, and mirrored by backups from their primary's replication messages,
+    /// so a promoted backup writes on as the same writer while a copy that starts empty (a
+    /// wiped site) never does (see [`Writer`]).
+    lineage: Option<u64>,
     /// The WAN gateway's hold on the change log (`overflow = "block_writes"`), if one was asked.
     wan_hold: Option<WanHold>,
     /// Local writes refused because of [`Self::wan_hold`] (for the node's metrics).
@@ -130,7 +131,7 @@ impl PartitionCore {
             memory_writes_refused: 0,
             log,
             resolvers: Arc::default(),
-            counter_lineage: None,
+            lineage: None,
             wan_hold: None,
             wan_writes_refused: 0,
         }
@@ -189,7 +190,11 @@ impl PartitionCore {
                 self.flush_all(now_ms)?;
                 Ok(Response::Ok)
             }
-            Command::WanApply { key, entry } => self.wan_apply(key, entry, now_ms),
+            Command::WanApply {
+                key,
+                entry,
+                resolver,
+            } => self.wan_apply(key, entry, resolver.as_deref(), now_ms),
             Command::WanChanges {
                 after_seq,
                 records_max,
@@ -334,9 +339,15 @@ impl PartitionCore {
         }
     }
 
-    /// [`Command::WanApply`]: [`Self::apply_remote`] with the keyspace's resolver for `key`,
-    /// after the same size checks a client write gets.
-    fn wan_apply(&mut self, key: Bytes, entry: Versioned, now_ms: u64) -> CommandResult {
+    /// [`Command::WanApply`]: [`Self::apply_remote`] with the named resolver (else the
+    /// keyspace's resolver for `key`), after the same size checks a client write gets.
+    fn wan_apply(
+        &mut self,
+        key: Bytes,
+        entry: Versioned,
+        resolver: Option<&str>,
+        now_ms: u64,
+    ) -> CommandResult {
         self.check_key(&key)?;
         let limit = self.config.limits.value_bytes_max;
         if let Value::Bytes(value) = &entry.value
@@ -347,7 +358,16 @@ impl PartitionCore {
                 max: limit,
             });
         }
-        let resolver = Arc::clone(self.resolvers.for_key(&key));
+        let resolver = match resolver {
+            Some(name) => {
+                self.resolvers
+                    .by_name(name)
+                    .map_err(|_| CommandError::UnknownResolver {
+                        name: name.to_owned(),
+                    })?
+            }
+            None => Arc::clone(self.resolvers.for_key(&key)),
+        };
         let applied = self.apply_remote(key, entry, resolver.as_ref(), now_ms);
         Ok(Response::WanApplied {
             changed: applied.seq.is_some(),
@@ -611,39 +631,38 @@ impl PartitionCore {
                 (counter, entry.expires_at_ms)
             }
         };
-        let actor = CounterActor::new(site, self.counter_lineage_for_write(now_ms));
+        let writer = Writer::new(site, self.lineage_for_write(now_ms));
         let new_value = counter
-            .add(actor, delta)
+            .add(writer, delta)
             .map_err(|_| CommandError::Overflow)?;
         self.write(key, Value::Counter(counter), expires_at_ms, now_ms)?;
         Ok(Response::Int(new_value))
     }
 
-    /// This data line's counter lineage, stamped now if it has none yet. Only uniqueness
-    /// matters, not order: a new line shares an old line's slot only if its HLC reads exactly
-    /// the stamp (millisecond and logical count) the old one had when it first counted, even if
-    /// a clock step put the new line's HLC behind the old one. Lineage 0 is left to converted
-    /// strings.
-    fn counter_lineage_for_write(&mut self, now_ms: u64) -> u64 {
-        match self.counter_lineage {
+    /// This data line's lineage, stamped now if it has none yet. Only uniqueness matters, not
+    /// order: a new line is taken for an old one only if its HLC reads exactly the stamp
+    /// (millisecond and logical count) the old one had when it first wrote, even if a clock
+    /// step put the new line's HLC behind the old one. Lineage 0 is left to converted strings.
+    fn lineage_for_write(&mut self, now_ms: u64) -> u64 {
+        match self.lineage {
             Some(lineage) => lineage,
             None => {
                 let lineage = self.hlc.now(now_ms).stamp().max(1);
-                self.counter_lineage = Some(lineage);
+                self.lineage = Some(lineage);
                 lineage
             }
         }
     }
 
-    /// The lineage this copy counts under, if it has counted (or its primary had).
-    pub fn counter_lineage(&self) -> Option<u64> {
-        self.counter_lineage
+    /// The lineage this copy writes under, if it has written (or its primary had).
+    pub fn lineage(&self) -> Option<u64> {
+        self.lineage
     }
 
     /// A backup takes its primary's lineage with each replication message it accepts: its data
-    /// is the primary's, so once promoted it counts on in the same slot.
-    pub fn set_counter_lineage(&mut self, lineage: Option<u64>) {
-        self.counter_lineage = lineage;
+    /// is the primary's, so once promoted it writes on as the same writer.
+    pub fn set_lineage(&mut self, lineage: Option<u64>) {
+        self.lineage = lineage;
     }
 
     fn expire(&mut self, key: Bytes, expiry: Expiry, now_ms: u64) -> CommandResult {
@@ -781,13 +800,13 @@ impl PartitionCore {
         now_ms: u64,
     ) -> Result<(), CommandError> {
         self.check_wan_hold(record_bytes(&key, &value), now_ms)?;
+        let writer = Writer::new(self.config.site, self.lineage_for_write(now_ms));
         let hlc = self.hlc.now(now_ms);
-        let site = self.config.site;
         let entry = self.store_with(&key, |previous| Versioned {
             value,
             version: match previous {
-                Some(previous) => previous.version.successor(site, hlc),
-                None => Version::first(site, hlc),
+                Some(previous) => previous.version.successor(writer, hlc),
+                None => Version::first(writer, hlc),
             },
             expires_at_ms,
         });
@@ -962,8 +981,7 @@ pub fn stored_bytes(key: &[u8], value: &Value) -> usize {
     let value_bytes = match value {
         Value::Bytes(bytes) => bytes.len() + ALLOCATION_OVERHEAD_BYTES,
         Value::Counter(counter) => {
-            std::mem::size_of::<(CounterActor, tern_conflict::SiteCounts)>()
-                * counter.actors().count()
+            std::mem::size_of::<(Writer, tern_conflict::SiteCounts)>() * counter.writers().count()
                 + 48
         }
         Value::Tombstone => 0,
@@ -988,7 +1006,7 @@ fn entry_bytes(key: &[u8], entry: &Versioned) -> usize {
     let value_bytes = match &entry.value {
         Value::Bytes(bytes) => bytes.len(),
         // A site id, a lineage and two counts per actor.
-        Value::Counter(counter) => counter.actors().count() * 28,
+        Value::Counter(counter) => counter.writers().count() * 28,
         Value::Tombstone => 0,
     };
     RECORD_OVERHEAD_BYTES + key.len() + value_bytes + entry.version.vv.iter().count() * 10

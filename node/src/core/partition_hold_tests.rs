@@ -330,7 +330,14 @@ fn remote_entries_are_not_refused() {
         version: Version::first(SiteId(2), HlcTimestamp::new(T0, 0)),
         expires_at_ms: None,
     };
-    let applied = core.handle_command(C::WanApply { key: key(9), entry }, T0);
+    let applied = core.handle_command(
+        C::WanApply {
+            key: key(9),
+            entry,
+            resolver: None,
+        },
+        T0,
+    );
     assert!(
         matches!(applied, Ok(R::WanApplied { changed: true, .. })),
         "{applied:?}"

@@ -213,6 +213,7 @@ fn replicated_and_remote_entries_are_applied_while_full() {
         C::WanApply {
             key: record.key.clone(),
             entry: record.entry.clone(),
+            resolver: None,
         },
         T0,
     );

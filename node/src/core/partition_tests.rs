@@ -626,9 +626,9 @@ fn counters_from_strings_are_attributed_to_the_writing_site() {
         panic!("INCR stores a counter")
     };
     // The string's value is the writer's lineage 0; the increment is this copy's own lineage.
-    let actors: Vec<_> = counter.actors().collect();
+    let actors: Vec<_> = counter.writers().collect();
     assert_eq!(actors.len(), 2, "{actors:?}");
-    assert_eq!(actors[0].0, CounterActor::new(SiteId(7), 0));
+    assert_eq!(actors[0].0, Writer::new(SiteId(7), 0));
     assert_eq!(actors[0].1.added, 10);
     assert_eq!(actors[1].0.site, SiteId(7));
     assert_ne!(actors[1].0.lineage, 0);
@@ -726,6 +726,38 @@ mod remote {
             },
             expires_at_ms: None,
         }
+    }
+
+    /// A site that lost its data counts under a new line: its new entry meets the one the
+    /// other site kept from its old line as concurrent, and the merge keeps both lines' counts
+    /// (versions counted per site, the new entry looked causally after and replaced it).
+    #[test]
+    fn a_sites_new_data_line_merges_with_its_old_one_elsewhere() {
+        let copy_at_other = || {
+            PartitionCore::new(PartitionConfig {
+                partition: PartitionId(3),
+                site: OTHER,
+                limits: Limits::default(),
+                hash_seed: 1,
+            })
+        };
+        let incr = |core: &mut PartitionCore, times: u64, at: u64| {
+            for i in 0..times {
+                let command = C::IncrBy {
+                    key: b("c"),
+                    delta: 1,
+                };
+                core.handle_command(command, at + i).ok();
+            }
+            core.entry(b"c").cloned().expect("counted")
+        };
+        let mut here = core();
+        let old_line = incr(&mut copy_at_other(), 7, T0);
+        here.apply_remote(b("c"), old_line, &tern_conflict::CounterMerge, T0 + 100);
+        let new_line = incr(&mut copy_at_other(), 3, T0 + 200);
+        let applied = here.apply_remote(b("c"), new_line, &tern_conflict::CounterMerge, T0 + 300);
+        assert!(applied.is_conflict(), "{:?}", applied.outcome);
+        assert_eq!(here.handle_command(get("c"), T0 + 300), val("10"));
     }
 
     #[test]

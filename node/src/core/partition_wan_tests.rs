@@ -56,7 +56,11 @@ fn counter(site: SiteId, n: i64) -> Value {
 }
 
 fn wan_apply(key: &str, entry: Versioned) -> C {
-    C::WanApply { key: b(key), entry }
+    C::WanApply {
+        key: b(key),
+        entry,
+        resolver: None,
+    }
 }
 
 fn applied(changed: bool, conflict: bool) -> CommandResult {
@@ -331,8 +335,8 @@ fn wan_apply_enforces_the_client_limits_and_reports_a_far_clock() {
     assert_eq!(core.last_seq(), 1, "only the valid entry was committed");
 }
 
-#[test]
-fn the_default_resolvers_are_last_writer_wins_for_every_key() {
+/// A core with the default resolver table (a node without `[wan]`) that counted `c:n` to 5.
+fn default_table_core_with_c_n_at_5() -> PartitionCore {
     let mut core = PartitionCore::new(PartitionConfig {
         partition: PartitionId(0),
         site: HERE,
@@ -347,12 +351,44 @@ fn the_default_resolvers_are_last_writer_wins_for_every_key() {
         T0 + 10,
     )
     .ok();
+    core
+}
+
+#[test]
+fn the_default_resolvers_are_last_writer_wins_for_every_key() {
+    let mut core = default_table_core_with_c_n_at_5();
     let incoming = remote(counter(OTHER, 3), T0 + 5, None);
     assert_eq!(
         core.handle_command(wan_apply("c:n", incoming), T0 + 20),
         applied(true, true)
     );
     assert_eq!(get(&mut core, "c:n", T0 + 20), Ok(R::Value(Some(b("5")))));
+}
+
+/// The gateway host names the resolver: a primary without the site's `[wan]` table (another
+/// node of the site, default table) resolves with it, not with its own default; a name this
+/// node's registry lacks is refused and changes nothing.
+#[test]
+fn a_resolver_named_in_the_command_overrides_the_nodes_table() {
+    let mut core = default_table_core_with_c_n_at_5();
+    let incoming = remote(counter(OTHER, 3), T0 + 5, None);
+    let named = |name: &str, entry: Versioned| C::WanApply {
+        key: b("c:n"),
+        entry,
+        resolver: Some(name.to_owned()),
+    };
+    assert_eq!(
+        core.handle_command(named("no-such-resolver", incoming.clone()), T0 + 20),
+        Err(CommandError::UnknownResolver {
+            name: "no-such-resolver".to_owned()
+        })
+    );
+    assert_eq!(get(&mut core, "c:n", T0 + 20), Ok(R::Value(Some(b("5")))));
+    assert_eq!(
+        core.handle_command(named("counter-merge", incoming), T0 + 20),
+        applied(true, true)
+    );
+    assert_eq!(get(&mut core, "c:n", T0 + 20), Ok(R::Value(Some(b("8")))));
 }
 
 fn changes(

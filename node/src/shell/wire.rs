@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tern_conflict::Versioned;
 
 /// The only format version this build writes and reads. 2: counters count per (site, data
-/// lineage) and replication messages carry the primary's counter lineage; a node of an older
-/// build gets a clear version error instead of misreading them.
-pub const WIRE_VERSION: u16 = 2;
+/// lineage) and replication messages carry the primary's lineage. 3: version vectors count
+/// per (site, data lineage) too. A node of an older build gets a clear version error instead
+/// of misreading them.
+pub const WIRE_VERSION: u16 = 3;
 const HEADER_BYTES: usize = 6;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -408,6 +409,7 @@ pub enum WireCommand {
     WanApply {
         key: Bytes,
         entry: Versioned,
+        resolver: Option<String>,
     },
     WanChanges {
         after_seq: u64,
@@ -473,6 +475,7 @@ enum WireCommandRef<'a> {
     WanApply {
         key: &'a Bytes,
         entry: &'a Versioned,
+        resolver: Option<&'a str>,
     },
     WanChanges {
         after_seq: u64,
@@ -543,7 +546,15 @@ impl<'a> From<&'a Command> for WireCommandRef<'a> {
             Command::DbSize => Self::DbSize,
             Command::ExpiringKeys => Self::ExpiringKeys,
             Command::FlushAll => Self::FlushAll,
-            Command::WanApply { key, entry } => Self::WanApply { key, entry },
+            Command::WanApply {
+                key,
+                entry,
+                resolver,
+            } => Self::WanApply {
+                key,
+                entry,
+                resolver: resolver.as_deref(),
+            },
             Command::WanChanges {
                 after_seq,
                 records_max,
@@ -662,9 +673,14 @@ impl From<&Command> for WireCommand {
             Command::DbSize => Self::DbSize,
             Command::ExpiringKeys => Self::ExpiringKeys,
             Command::FlushAll => Self::FlushAll,
-            Command::WanApply { key, entry } => Self::WanApply {
+            Command::WanApply {
+                key,
+                entry,
+                resolver,
+            } => Self::WanApply {
                 key: key.clone(),
                 entry: entry.clone(),
+                resolver: resolver.clone(),
             },
             Command::WanChanges {
                 after_seq,
@@ -749,7 +765,15 @@ impl From<WireCommand> for Command {
             WireCommand::DbSize => Self::DbSize,
             WireCommand::ExpiringKeys => Self::ExpiringKeys,
             WireCommand::FlushAll => Self::FlushAll,
-            WireCommand::WanApply { key, entry } => Self::WanApply { key, entry },
+            WireCommand::WanApply {
+                key,
+                entry,
+                resolver,
+            } => Self::WanApply {
+                key,
+                entry,
+                resolver,
+            },
             WireCommand::WanChanges {
                 after_seq,
                 records_max,
@@ -821,6 +845,7 @@ mod tests {
                 WireCommand::from(&Command::WanApply {
                     key: b(""),
                     entry: remote_entry(),
+                    resolver: None,
                 }),
                 10,
             ),
@@ -920,6 +945,12 @@ mod tests {
             Command::WanApply {
                 key: b("k"),
                 entry: remote_entry(),
+                resolver: None,
+            },
+            Command::WanApply {
+                key: b("c"),
+                entry: remote_entry(),
+                resolver: Some("counter-merge".to_owned()),
             },
             Command::WanChanges {
                 after_seq: u64::MAX,

@@ -260,7 +260,7 @@ impl WanChecker {
             Value::Counter(counter) => {
                 // Each actor is one data line of its site: its totals are ones that line's
                 // increments reached (clients only INCR counter keys, so no lineage-0 start).
-                for (actor, counts) in counter.actors() {
+                for (actor, counts) in counter.writers() {
                     let writer = actor.site;
                     let totals = (counts.added, counts.subtracted);
                     let reached = totals == (0, 0)
@@ -343,7 +343,7 @@ impl WanChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tern_conflict::{CounterActor, HlcTimestamp, PnCounter};
+    use tern_conflict::{HlcTimestamp, PnCounter, Writer};
     use tern_node::core::PartitionId;
 
     const A: SiteId = SiteId(1);
@@ -389,7 +389,7 @@ mod tests {
         let counter_key = Bytes::from_static(b"c:0");
         checker.register_increment(0, &counter_key, 3);
         checker.register_increment(0, &counter_key, -1);
-        let line = CounterActor::new(A, 9);
+        let line = Writer::new(A, 9);
         let mut real = PnCounter::new();
         real.add(line, 3).ok();
         let ok = entry(Value::Counter(real.clone()), v1.clone());
@@ -416,7 +416,7 @@ mod tests {
         let mut both = PnCounter::new();
         both.add(line, 3).ok();
         both.add(line, -1).ok();
-        both.add(CounterActor::new(A, 10), 4).ok();
+        both.add(Writer::new(A, 10), 4).ok();
         let after_wipe = entry(Value::Counter(both), v1);
         assert_eq!(
             checker.check_entry(1, &counter_key, &after_wipe, "apply"),

@@ -30,7 +30,7 @@ impl ReplicaCore {
             return;
         }
         // The log attaches: this copy is the primary's data line, so it counts in its slot.
-        self.core.set_counter_lineage(replicate.counter_lineage);
+        self.core.set_lineage(replicate.lineage);
         let mut matched = replicate.prev_seq;
         for record in replicate.records {
             if record.seq != matched + 1 {
@@ -97,7 +97,7 @@ impl ReplicaCore {
             // Already holds that state (a late duplicate, or the primary did not need to):
             // installing it would only throw newer records away.
             *incoming = None;
-            self.core.set_counter_lineage(chunk.counter_lineage);
+            self.core.set_lineage(chunk.lineage);
             self.send(
                 from,
                 ReplicationMessage::Ack {
@@ -144,7 +144,7 @@ impl ReplicaCore {
             return;
         };
         self.core.install_snapshot(snapshot.entries, snapshot.seq);
-        self.core.set_counter_lineage(chunk.counter_lineage);
+        self.core.set_lineage(chunk.lineage);
         self.history.reset_to(snapshot.seq, snapshot.seq_epoch);
         self.dedup.replace(snapshot.outcomes);
         self.send(

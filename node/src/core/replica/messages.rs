@@ -67,8 +67,8 @@ pub struct Replicate {
     pub records: Vec<ReplicatedRecord>,
     /// Answers of the write requests whose last change is among `records` (request dedup).
     pub outcomes: Vec<RequestOutcome>,
-    /// The primary's counter lineage (`PartitionCore::counter_lineage`), mirrored by the backup.
-    pub counter_lineage: Option<u64>,
+    /// The primary's data lineage (`PartitionCore::lineage`), mirrored by the backup.
+    pub lineage: Option<u64>,
 }
 
 /// One change record as replicated: the entry's full new state at `seq`, and the epoch whose
@@ -95,8 +95,8 @@ pub struct SnapshotChunk {
     pub entries: Vec<(Bytes, Versioned)>,
     pub outcomes: Vec<RequestOutcome>,
     pub last: bool,
-    /// The primary's counter lineage, mirrored by the backup that installs the snapshot.
-    pub counter_lineage: Option<u64>,
+    /// The primary's data lineage, mirrored by the backup that installs the snapshot.
+    pub lineage: Option<u64>,
 }
 
 /// A write request's answer, remembered (and replicated) so a retry gets it again.
@@ -159,6 +159,9 @@ mod wire_results {
         },
         WanBacklogFull,
         OutOfMemory,
+        UnknownResolver {
+            name: String,
+        },
     }
 
     /// `ChangeRecord` on the wire (the core type carries no serde).
@@ -220,6 +223,9 @@ mod wire_results {
             },
             Err(CommandError::WanBacklogFull) => WireResult::WanBacklogFull,
             Err(CommandError::OutOfMemory) => WireResult::OutOfMemory,
+            Err(CommandError::UnknownResolver { name }) => {
+                WireResult::UnknownResolver { name: name.clone() }
+            }
         }
     }
 
@@ -264,6 +270,7 @@ mod wire_results {
             WireResult::KeyTooLarge { len, max } => Err(CommandError::KeyTooLarge { len, max }),
             WireResult::WanBacklogFull => Err(CommandError::WanBacklogFull),
             WireResult::OutOfMemory => Err(CommandError::OutOfMemory),
+            WireResult::UnknownResolver { name } => Err(CommandError::UnknownResolver { name }),
         }
     }
 

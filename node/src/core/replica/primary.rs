@@ -327,7 +327,7 @@ impl Follower {
             prev_epoch,
             records: Vec::new(),
             outcomes: Vec::new(),
-            counter_lineage: ctx.core.counter_lineage(),
+            lineage: ctx.core.lineage(),
         }
     }
 
@@ -466,7 +466,7 @@ impl OutgoingSnapshot {
             entries,
             outcomes,
             last,
-            counter_lineage: ctx.core.counter_lineage(),
+            lineage: ctx.core.lineage(),
         };
         (chunk, bytes)
     }
@@ -485,7 +485,7 @@ fn entry_bytes(key: &Bytes, entry: &Versioned) -> usize {
     const OVERHEAD_BYTES: usize = 64;
     let value_bytes = match &entry.value {
         Value::Bytes(b) => b.len(),
-        Value::Counter(c) => 32 * c.actors().count(),
+        Value::Counter(c) => 32 * c.writers().count(),
         Value::Tombstone => 0,
     };
     OVERHEAD_BYTES + key.len() + value_bytes + 16 * entry.version.vv.iter().count()

@@ -128,8 +128,8 @@ pub struct Config {
     pub dump_bytes_max: u32,
     /// Changed sink cursors are saved at most this often.
     pub cursor_persist_ms: u64,
-    /// A wiped site's clients wait until it got back what the others held (off: they write
-    /// at once, to keys not yet restored too — see `WipeSite` for when that loses writes).
+    /// A wiped site's clients wait until it got back what the others held (off, the default:
+    /// they write at once, to keys not yet restored too; see `WipeSite`).
     pub wipe_holds_clients: bool,
     pub events_max: u64,
     pub inject: Option<Injection>,
@@ -278,7 +278,7 @@ impl Config {
             dump_entries_max: rng.between(1, 16) as u32,
             dump_bytes_max: rng.between(100, 16_000) as u32,
             cursor_persist_ms: rng.between(1, 500),
-            wipe_holds_clients: true,
+            wipe_holds_clients: false,
             events_max: 2_000_000,
             inject: None,
         }
@@ -897,7 +897,12 @@ impl Sim {
         }
         // The site stops taking writes first (as for maintenance), so that it can drain.
         self.sites[site].paused = true;
-        if self.gateways[site].is_none() || !self.replicated_everywhere(site) {
+        // Nor while another site is being restored: this site's copies may be the only ones
+        // left of what that site had taken before its wipe.
+        if self.gateways[site].is_none()
+            || !self.restoring.is_empty()
+            || !self.replicated_everywhere(site)
+        {
             self.stats.wipes_deferred += 1;
             world.set_timer(
                 self.director,
@@ -930,18 +935,23 @@ impl Sim {
     }
 
     /// Whether every other site has seen every write `site` made: per key, their version
-    /// vectors count at least as many of its writes. (Records it relays for others may still
-    /// wait in its backlogs: their origins ship them too.)
+    /// vectors count at least as many of each of its writers' writes. (Records it relays for
+    /// others may still wait in its backlogs: their origins ship them too.)
     fn replicated_everywhere(&self, site: usize) -> bool {
         let me = &self.sites[site];
         me.state().iter().all(|(key, entry)| {
-            let mine = entry.version.vv.get(me.id);
+            let mine: Vec<_> = entry
+                .version
+                .vv
+                .iter()
+                .filter(|(writer, _)| writer.site == me.id)
+                .collect();
             self.sites.iter().filter(|s| s.index != site).all(|other| {
                 let partition = other.partition_of(key);
-                other
-                    .core(partition)
-                    .entry(key)
-                    .is_some_and(|e| e.version.vv.get(me.id) >= mine)
+                other.core(partition).entry(key).is_some_and(|e| {
+                    mine.iter()
+                        .all(|&(writer, count)| e.version.vv.get(writer) >= count)
+                })
             })
         })
     }

@@ -92,15 +92,12 @@ pub enum FaultAction {
     ClockStep(usize, i64),
     /// The site loses its memory: every partition wiped (change logs restart at seq 1), its
     /// gateway restarted with its disks intact. The wipe waits until every write the site took
-    /// reached every other site (otherwise writes are lost for real, which no invariant could
-    /// tell from a bug). With `wipe_holds_clients` its clients hold their writes until it holds
-    /// again everything the other sites held at the wipe. Without, they write at once, to keys
-    /// not yet restored too: version-vector numbers are HLC stamps and counters count under a
-    /// new data lineage, so those writes survive as long as the site's restarted clock is past
-    /// the HLC it had before the wipe. Known limitation: with clock skew it may not be (its old
-    /// HLC may have run up to `hlc_offset_ms_max` ahead, following a faster peer), and its new
-    /// writes are then dominated by its own old ones and lost; the chaos scenarios hold the
-    /// clients, and `tests/wan.rs` runs wipes with live clients without clock faults.
+    /// reached every other site, and until no other site is being restored (otherwise writes
+    /// are lost for real, which no invariant could tell from a bug). Its clients write at once, to keys not yet restored too: the site
+    /// writes under a new data line (`tern_conflict::Writer`), so its new versions and
+    /// increments meet the old line's as concurrent and are merged, whatever its restarted
+    /// clock reads. With `wipe_holds_clients` they hold their writes until it holds again
+    /// everything the other sites held at the wipe.
     WipeSite(usize),
     /// Faults stop: links heal and turn loss-free, crashed gateways restart, clients stop.
     EndChaos,

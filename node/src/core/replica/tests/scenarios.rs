@@ -532,18 +532,18 @@ fn a_backup_proposed_as_caught_up_is_waited_on_until_the_map_says_otherwise() {
 }
 
 /// The actors crediting the counter at `key` on `node`.
-fn counter_actors(net: &Net, node: ReplicaId, key: &str) -> Vec<tern_conflict::CounterActor> {
+fn counter_actors(net: &Net, node: ReplicaId, key: &str) -> Vec<tern_conflict::Writer> {
     match net.node(node).partition().entry(key.as_bytes()) {
         Some(tern_conflict::Versioned {
             value: tern_conflict::Value::Counter(counter),
             ..
-        }) => counter.actors().map(|(actor, _)| actor).collect(),
+        }) => counter.writers().map(|(actor, _)| actor).collect(),
         other => panic!("no counter at {key}: {other:?}"),
     }
 }
 
 #[test]
-fn a_partitions_counter_lineage_survives_failover_handover_and_snapshot_catch_up() {
+fn a_partitions_lineage_survives_failover_handover_and_snapshot_catch_up() {
     let small_log = Limits {
         change_log_bytes_max: 2_000,
         ..Limits::default()
@@ -555,10 +555,10 @@ fn a_partitions_counter_lineage_survives_failover_handover_and_snapshot_catch_up
     let mut net = Net::with_limits(3, small_log, limits);
     net.request(1, rid(1), vec![incr("n")]);
     net.settle();
-    let lineage = net.node(1).partition().counter_lineage();
+    let lineage = net.node(1).partition().lineage();
     assert!(lineage.is_some_and(|l| l != 0), "the first INCR stamps one");
     for backup in [2, 3] {
-        assert_eq!(net.node(backup).partition().counter_lineage(), lineage);
+        assert_eq!(net.node(backup).partition().lineage(), lineage);
     }
     // Failover: the promoted backup counts on in the same slot.
     net.crash(1);
@@ -586,7 +586,7 @@ fn a_partitions_counter_lineage_survives_failover_handover_and_snapshot_catch_up
     net.publish_map();
     net.settle();
     assert_eq!(net.state(4), net.state(2));
-    assert_eq!(net.node(4).partition().counter_lineage(), lineage);
+    assert_eq!(net.node(4).partition().lineage(), lineage);
     net.apply_proposals();
     // A graceful handover to it keeps the slot too.
     net.map.handover = Some(4);

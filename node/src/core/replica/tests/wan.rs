@@ -20,7 +20,11 @@ fn counter_entry(n: i64, wall_ms: u64) -> Versioned {
 }
 
 fn wan_apply(key: &str, entry: Versioned) -> Command {
-    Command::WanApply { key: b(key), entry }
+    Command::WanApply {
+        key: b(key),
+        entry,
+        resolver: None,
+    }
 }
 
 #[test]

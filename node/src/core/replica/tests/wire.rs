@@ -58,7 +58,7 @@ fn every_message_survives_postcard() {
                 entry: entry.clone(),
             }],
             outcomes: vec![outcome.clone()],
-            counter_lineage: Some(1 << 40),
+            lineage: Some(1 << 40),
         }),
         ReplicationMessage::Ack {
             epoch: 2,
@@ -81,7 +81,7 @@ fn every_message_survives_postcard() {
             entries: vec![(b("k"), entry)],
             outcomes: vec![outcome],
             last: true,
-            counter_lineage: None,
+            lineage: None,
         }),
         ReplicationMessage::ChunkAck {
             epoch: 2,
