@@ -152,6 +152,16 @@ fn wan_crash_seeds_converge() {
     );
 }
 
+/// A chaos seed that stalled for good: both gateways restarted, the delegator's new stream for
+/// a partition assumed the target held what preceded its first record, the sink's cursor was
+/// older, and every record was held back as a gap (a unit test in `gateway/src/delegator`
+/// pins the rule; this seed is a canary for the whole path).
+#[test]
+fn a_stream_begun_after_the_handshake_does_not_stall_the_link() {
+    let report = wan::run(Flavor::Chaos, 1131, &RunOptions::default());
+    assert!(report.violation.is_none(), "{:?}", report.violation);
+}
+
 #[test]
 fn wan_chaos_seeds_converge() {
     let runs = CHAOS_SEEDS.end - CHAOS_SEEDS.start;

@@ -187,6 +187,12 @@ pub struct Delegator<S: RecordStore = MemoryStore> {
     connected: bool,
     /// The target's [`HelloAck`] for this connection was handled (duplicates are ignored).
     answered: bool,
+    /// The cursors that `HelloAck` reported (until the connection ends). A stream that starts
+    /// after it is checked against them as the answer checked the others (`Stream::starting_at`
+    /// assumes the target holds what precedes its first record; after a restart of either
+    /// gateway it may not, and records chained onto seqs it lacks would be held back as gaps
+    /// forever).
+    target_cursors: Option<BTreeMap<PartitionId, u64>>,
     /// Next store position to send on this connection.
     send_position: u64,
     unsent_records: u64,
@@ -248,6 +254,7 @@ impl<S: RecordStore> Delegator<S> {
             streams,
             connected: false,
             answered: false,
+            target_cursors: None,
             send_position: 0,
             unsent_records,
             unsent_bytes,
@@ -328,6 +335,7 @@ impl<S: RecordStore> Delegator<S> {
     pub fn handle_connected(&mut self, now_ms: u64) {
         self.connected = true;
         self.answered = false;
+        self.target_cursors = None;
         for stream in self.streams.values_mut() {
             stream.acked_at_connect = stream.acked;
         }
@@ -349,6 +357,7 @@ impl<S: RecordStore> Delegator<S> {
     /// accumulating in the backlog.
     pub fn handle_disconnected(&mut self, _now_ms: u64) {
         self.connected = false;
+        self.target_cursors = None;
         self.outbox.clear();
         self.inflight.clear();
         self.inflight_bytes = 0;
@@ -373,14 +382,8 @@ impl<S: RecordStore> Delegator<S> {
         let partitions: Vec<PartitionId> = self.streams.keys().copied().collect();
         for partition in partitions {
             let cursor = cursors.get(&partition).copied().unwrap_or(0);
-            let Some(stream) = self.streams.get_mut(&partition) else {
-                continue;
-            };
-            if cursor < stream.acked_at_connect {
-                // The target lost records it had acknowledged: continue from what it holds.
-                stream.target_has = cursor;
+            if self.lower_to_target_cursor(partition, cursor) {
                 lowered = true;
-                self.mark_repair(partition);
             } else {
                 self.advance_ack(partition, cursor);
             }
@@ -389,6 +392,7 @@ impl<S: RecordStore> Delegator<S> {
             .keys()
             .filter(|p| !self.streams.contains_key(p))
             .count() as u64;
+        self.target_cursors = Some(cursors);
         self.complete_batches(now_ms);
         if lowered && self.connected {
             // Batches sent before this answer carry a `prev_seq` the target cannot continue
@@ -397,6 +401,41 @@ impl<S: RecordStore> Delegator<S> {
         }
         self.drive(now_ms);
         Ok(())
+    }
+
+    /// If the target's `cursor` for `partition` is below what the stream assumed it holds
+    /// (it lost records it had acknowledged, or never had what a new stream assumed), continue
+    /// from what it holds and mark the partition for repair. Whether it was.
+    fn lower_to_target_cursor(&mut self, partition: PartitionId, cursor: u64) -> bool {
+        let Some(stream) = self.streams.get_mut(&partition) else {
+            return false;
+        };
+        if cursor >= stream.acked_at_connect {
+            return false;
+        }
+        stream.target_has = cursor;
+        self.mark_repair(partition);
+        true
+    }
+
+    /// Streams that began after this connection's `HelloAck` (`new`), checked against the
+    /// cursors it reported.
+    pub(super) fn check_new_streams(&mut self, new: &[PartitionId]) {
+        let Some(cursors) = &self.target_cursors else {
+            return;
+        };
+        let lowered: Vec<(PartitionId, u64)> = new
+            .iter()
+            .map(|p| (*p, cursors.get(p).copied().unwrap_or(0)))
+            .collect();
+        for (partition, cursor) in lowered {
+            if self.lower_to_target_cursor(partition, cursor)
+                && let Some(stream) = self.streams.get_mut(&partition)
+            {
+                // Nothing of it was sent yet: its first record chains onto what the target has.
+                stream.rewind();
+            }
+        }
     }
 
     /// An acknowledgement from the target: free what it covers and send more if the window

@@ -98,7 +98,14 @@ impl<S: RecordStore> Delegator<S> {
             .collect();
         let stored = staged.to_store.len();
         let stored_bytes: u64 = staged.to_store.iter().map(|r| r.encoded_bytes).sum();
+        let new_streams: Vec<PartitionId> = staged
+            .streams
+            .keys()
+            .filter(|p| !self.streams.contains_key(p))
+            .copied()
+            .collect();
         self.streams.extend(staged.streams);
+        self.check_new_streams(&new_streams);
         self.stats.stale_records_total += staged.stale;
         self.stats.gaps_total += staged.gaps;
         self.stats.oversized_records_total += staged.oversized;

@@ -299,6 +299,31 @@ fn hello_ack_frees_what_the_target_has_and_rebases_what_it_lost() {
     assert_eq!(d.repair_needed().count(), 0);
 }
 
+/// A stream that begins after the `HelloAck` (this gateway restarted and lost what it had of
+/// the partition, the target's sink restarted with an older cursor) assumed the target holds
+/// what precedes its first record. Checked against the answer's cursors, it chains onto what
+/// the target holds and marks repair; assumed, its records were held back as gaps forever
+/// (wan-chaos seed 1131).
+#[test]
+fn a_stream_that_starts_after_the_hello_ack_is_checked_against_its_cursors() {
+    let mut d = connected(limits());
+    let answer = HelloAck {
+        site: TARGET,
+        protocol_version: PROTOCOL_VERSION,
+        cursors: vec![(PartitionId(1), 30)],
+    };
+    assert_eq!(d.handle_hello_ack(answer, 1), Ok(()));
+    // Partition 0: the target reported nothing (0); partition 1: it holds up to 30.
+    for seq in 27..=28 {
+        d.handle_record(record(LOCAL, 0, seq, 8), 2).ok();
+    }
+    d.handle_record(record(LOCAL, 1, 31, 8), 2).ok();
+    d.handle_timeout(10);
+    let sent_records: Vec<(u16, u64, u64)> = sent(&mut d).concat();
+    assert_eq!(sent_records, vec![(0, 0, 27), (0, 27, 28), (1, 30, 31)]);
+    assert_eq!(d.repair_needed().collect::<Vec<_>>(), vec![PartitionId(0)]);
+}
+
 #[test]
 fn bad_input_is_reported_and_never_stops_the_stream() {
     let mut d = connected(GatewayLimits {
