@@ -22,8 +22,8 @@ pub enum Causality {
 }
 
 /// Per-entry version vector: for each writer (a site's data line, see [`Writer`]), a number
-/// that rises with every write of this entry by that writer — `max(previous + 1, the writing
-/// clock's HLC stamp)` ([`Version::first`], [`Version::successor`]).
+/// that rises with every write of this entry by that writer — `max(previous + 1, the write's
+/// HLC stamp)` ([`Version::first`], [`Version::successor`]).
 ///
 /// Per writer, not per site: a site that lost its memory (an in-memory site restarted whole)
 /// has not seen its own earlier writes, so under the same name its new writes would claim to
@@ -168,10 +168,10 @@ impl FromIterator<(Writer, u64)> for VersionVector {
         pairs.sort_unstable();
         // Sorted by (writer, count): of equal writers the last has the largest count.
         let mut normalized: SmallVec<[(Writer, u64); 2]> = SmallVec::with_capacity(pairs.len());
-        for (site, count) in pairs {
+        for (writer, count) in pairs {
             match normalized.last_mut() {
-                Some(last) if last.0 == site => last.1 = count,
-                _ => normalized.push((site, count)),
+                Some(last) if last.0 == writer => last.1 = count,
+                _ => normalized.push((writer, count)),
             }
         }
         Self(normalized)
