@@ -13,7 +13,7 @@ use crate::wire::{Message, WanRecord};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tern_conflict::{KeyspaceResolvers, Versioned};
+use tern_conflict::Versioned;
 use tern_node::admin::{WanAdminError, WanAdminRequest, WanHub, WanTargetSpec};
 use tern_node::core::{CommandResult, PartitionId, WanChangesPage};
 use tern_node::shell::Router;
@@ -78,9 +78,6 @@ pub struct EngineIo {
     pub ids: ConnIds,
     pub events: mpsc::UnboundedSender<Event>,
     pub reconnect_ms: u64,
-    /// The site's resolver table (this node's `[wan]`): applies name each key's resolver, as
-    /// the partition's primary may run on a node without the table.
-    pub resolvers: Arc<KeyspaceResolvers>,
 }
 
 pub struct Engine {
@@ -256,12 +253,17 @@ impl Engine {
             }
         }
         while let Some(apply) = self.core.poll_apply() {
+            let commands = apply
+                .records
+                .iter()
+                .map(|r| self.core.wan_apply_command(&r.key, &r.entry))
+                .collect();
             spawn_apply(
                 self.io.router.clone(),
-                Arc::clone(&self.io.resolvers),
                 apply.source,
                 apply.partition,
                 apply.records,
+                commands,
                 self.io.events.clone(),
             );
         }
@@ -269,10 +271,15 @@ impl Engine {
             spawn_load(self.io.router.clone(), load, self.io.events.clone());
         }
         while let Some(push) = self.core.poll_repair_push() {
+            let commands = push
+                .entries
+                .iter()
+                .map(|(key, entry)| self.core.wan_apply_command(key, entry))
+                .collect();
             spawn_push(
                 self.io.router.clone(),
-                Arc::clone(&self.io.resolvers),
                 push,
+                commands,
                 self.io.events.clone(),
             );
         }

@@ -35,7 +35,6 @@ use engine::{Engine, EngineIo, Event};
 use feed::{FeedRewind, FeedSettings, spawn_feed};
 use limits::ADMIN_QUEUE_LEN;
 use links::spawn_acceptor;
-use std::sync::Arc;
 use std::time::Duration;
 use tern_conflict::SiteId;
 use tern_node::admin::{WanAdminRequest, WanTargetSpec};
@@ -141,7 +140,7 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
             site_id: SiteId(site_id),
             partition_count: router.keyspace().partition_count(),
             limits: params::gateway_limits(&config),
-            resolvers: Arc::clone(&resolvers),
+            resolvers,
             tombstone_retention_ms,
             apply_records_max: config.feed_records_max,
             apply_bytes_max: config.feed_bytes_max,
@@ -161,7 +160,6 @@ pub fn start(params: HostParams) -> Result<GatewayHandle, HostError> {
             ids: links::ConnIds::default(),
             events: events.clone(),
             reconnect_ms: config.reconnect_ms,
-            resolvers,
         },
     );
     for peer in &config.peers {

@@ -7,9 +7,7 @@ use super::limits::{
     REPAIR_TASK_BACKOFF_MS_MAX,
 };
 use crate::site::{DumpEntries, RepairLoad, RepairPush};
-use std::sync::Arc;
 use std::time::Duration;
-use tern_conflict::KeyspaceResolvers;
 use tern_node::core::{Command, PartitionId, Response};
 use tern_node::shell::Router;
 use tokio::sync::mpsc;
@@ -62,27 +60,19 @@ async fn load_partition(
     }
 }
 
-/// Applies `entries` to `partition`'s primary (retried while the router fails) and reports
-/// `Event::RepairPushed`.
+/// Applies `push` to its partition's primary with `commands`, the core's `WanApply` for each
+/// entry (retried while the router fails), and reports `Event::RepairPushed`.
 pub fn spawn_push(
     router: Router,
-    resolvers: Arc<KeyspaceResolvers>,
     push: RepairPush,
+    commands: Vec<Command>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     let RepairPush { partition, entries } = push;
     tokio::spawn(async move {
         let mut backoff = 5;
         let results = loop {
-            let commands = entries
-                .iter()
-                .map(|(key, entry)| Command::WanApply {
-                    key: key.clone(),
-                    entry: entry.clone(),
-                    resolver: Some(resolvers.for_key(key).name().to_owned()),
-                })
-                .collect();
-            match router.execute(partition, commands).await {
+            match router.execute(partition, commands.clone()).await {
                 Ok(results) => break results,
                 Err(error) => {
                     tracing::debug!(%partition, %error, "applying repair entries; retrying");

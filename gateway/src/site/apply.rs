@@ -4,7 +4,9 @@
 use super::repair::value_len;
 use super::{SiteGateway, SiteStorage};
 use crate::wire::WanRecord;
-use tern_node::core::{CommandResult, PartitionId, Response};
+use bytes::Bytes;
+use tern_conflict::Versioned;
+use tern_node::core::{Command, CommandResult, PartitionId, Response};
 
 /// Records of one source and partition, in order, to reconcile into the partition (the host
 /// sends one `WanApply` per record through the router); answer with
@@ -17,6 +19,17 @@ pub struct ApplyRequest {
 }
 
 impl<P: SiteStorage> SiteGateway<P> {
+    /// The command that reconciles a remote entry (a sink record or a repair push) at its
+    /// partition's primary, naming the resolver this site's table gives `key`: the primary
+    /// may be another node of the site, one without the `[wan]` table.
+    pub fn wan_apply_command(&self, key: &Bytes, entry: &Versioned) -> Command {
+        Command::WanApply {
+            key: key.clone(),
+            entry: entry.clone(),
+            resolver: Some(self.config.resolvers.for_key(key).name().to_owned()),
+        }
+    }
+
     /// Queues the next apply request of (`site`, `partition`) unless one is in flight.
     pub(super) fn dispatch(&mut self, site: &str, partition: PartitionId) {
         let records_max = self.config.apply_records_max.max(1) as usize;

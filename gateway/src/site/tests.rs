@@ -3,8 +3,9 @@
 use super::*;
 use crate::repair::test_support as ts;
 use crate::wire::{HelloAck, Message, PROTOCOL_VERSION};
+use bytes::Bytes;
 use tern_node::admin::WanTargetSpec;
-use tern_node::core::{ChangeRecord, CommandResult, WanChangesPage};
+use tern_node::core::{ChangeRecord, Command, CommandResult, WanChangesPage};
 
 const LOCAL: SiteId = SiteId(1);
 const PEER: SiteId = SiteId(2);
@@ -461,4 +462,36 @@ fn a_stream_begun_mid_log_on_a_live_link_makes_the_delegator_greet_again() {
         !gw.status().targets[0].connected,
         "the closed link is down for the core"
     );
+}
+
+/// The core names each key's resolver from the site's table in the `WanApply` it asks the
+/// host to send: the partition's primary may be a node without that table.
+#[test]
+fn wan_apply_commands_name_the_resolver_of_the_sites_table() {
+    let registry = tern_conflict::ResolverRegistry::with_builtins();
+    let table = KeyspaceResolvers::new(&registry, [("c:", "counter-merge")], "lww")
+        .expect("built-in names");
+    let gw = SiteGateway::new(
+        SiteGatewayConfig {
+            resolvers: Arc::new(table),
+            ..config()
+        },
+        MemSiteStorage::default(),
+        BTreeMap::new(),
+        0,
+    );
+    let entry = tern_conflict::Versioned {
+        value: tern_conflict::Value::Bytes(Bytes::from("v")),
+        version: tern_conflict::Version::first(PEER, tern_conflict::HlcTimestamp::new(1, 0)),
+        expires_at_ms: None,
+    };
+    for (key, expected) in [("c:n", "counter-merge"), ("s:1", "lww")] {
+        let key = Bytes::from(key);
+        match gw.wan_apply_command(&key, &entry) {
+            Command::WanApply { resolver, .. } => {
+                assert_eq!(resolver.as_deref(), Some(expected), "{key:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
